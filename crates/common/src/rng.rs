@@ -12,7 +12,10 @@ pub struct SharedRng(Arc<Mutex<StdRng>>);
 impl SharedRng {
     /// A uniformly random `u64`.
     pub fn next_u64(&self) -> u64 {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_u64()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_u64()
     }
 
     /// Fills `dest` with random bytes.

@@ -8,5 +8,6 @@ pub mod v1 {
     tonic::include_proto!("shale.v1");
 
     /// The encoded `FileDescriptorSet`, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shale_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("shale_v1_descriptor");
 }

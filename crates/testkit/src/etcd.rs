@@ -53,8 +53,7 @@ impl Etcd {
             .args(["--initial-cluster", &format!("shale-test={peer_url}")])
             .args(["--initial-cluster-state", "new"])
             .args(["--log-level", "warn", "--logger", "zap"]);
-        let mut process =
-            ChildGuard::spawn("etcd", command, &data.path().join("etcd.log"))?;
+        let mut process = ChildGuard::spawn("etcd", command, &data.path().join("etcd.log"))?;
         process.wait_until(Duration::from_secs(20), || {
             wait_for_http(client_port, "/health", |code| code == 200)
         })?;

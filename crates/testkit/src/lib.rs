@@ -22,7 +22,7 @@ mod s3;
 pub use binaries::{BinaryNotFound, find_binary};
 pub use etcd::Etcd;
 pub use process::{ChildGuard, free_port, wait_for_http};
-pub use s3::{S3Kind, S3Server};
+pub use s3::{S3Kind, S3Server, TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
 
 /// Errors while starting a test server.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,9 @@ pub enum TestkitError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} did not become healthy within {waited_ms} ms; last lines of its log:\n{log_tail}")]
+    #[error(
+        "{what} did not become healthy within {waited_ms} ms; last lines of its log:\n{log_tail}"
+    )]
     NotHealthy {
         what: String,
         waited_ms: u128,

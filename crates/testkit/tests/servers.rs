@@ -3,7 +3,12 @@
 use std::net::TcpStream;
 
 fn port_of(endpoint: &str) -> u16 {
-    endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    endpoint
+        .rsplit(':')
+        .next()
+        .expect("endpoint has a port")
+        .parse()
+        .expect("numeric port")
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -30,7 +35,10 @@ async fn moto_starts_creates_buckets_and_stops() {
     let buckets = s3.client().list_buckets().send().await.unwrap();
     let names: Vec<_> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
     assert_eq!(names, ["shale-testkit"]);
-    assert!(s3.store_url("shale-testkit", "p").starts_with("s3://shale-testkit/p?endpoint=http://127.0.0.1:"));
+    assert!(
+        s3.store_url("shale-testkit", "p")
+            .starts_with("s3://shale-testkit/p?endpoint=http://127.0.0.1:")
+    );
     let port = port_of(&s3.endpoint());
     drop(s3);
     assert!(!pid_alive(pid));
@@ -59,6 +67,12 @@ fn missing_binary_says_how_to_install() {
     )
     .unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("shale-no-such-binary not found"), "{message}");
-    assert!(message.contains("sudo apt-get install -y shale-no-such-binary"), "{message}");
+    assert!(
+        message.contains("shale-no-such-binary not found"),
+        "{message}"
+    );
+    assert!(
+        message.contains("sudo apt-get install -y shale-no-such-binary"),
+        "{message}"
+    );
 }

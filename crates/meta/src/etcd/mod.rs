@@ -1,0 +1,379 @@
+//! The etcd backend: a direct translation of [`MetaStore`] onto `etcd-client`.
+//!
+//! Every request runs under the store's request timeout, in its tracing span, and is
+//! counted. Transactions are checked against [`MetaLimits`] before they are sent
+//! ([`crate::check_limits`]), so an over-limit request fails exactly as it does in the embedded
+//! store and never reaches etcd.
+
+mod convert;
+mod errors;
+mod keep_alive;
+mod prefix;
+mod watch;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client as ec;
+
+use self::errors::{ErrorContext, map_error};
+use self::keep_alive::KeepAlives;
+use self::prefix::KeyPrefix;
+use crate::metrics::{MetaMetrics, Op};
+use crate::store::{
+    KeyRange, Lease, LeaseId, MetaLimits, MetaStore, RangeRequest, RangeResponse, Revision, Txn,
+    TxnResponse, WatchStream,
+};
+use crate::{MetaError, check_limits};
+
+const BACKEND: &str = "etcd";
+/// Responses can hold whole index prefixes; tonic's 4 MiB default is too small for that.
+const MAX_DECODING_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// How to reach etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// Time allowed to establish the connection and answer the first request in
+    /// [`EtcdStore::connect`].
+    pub connect_timeout: Duration,
+    /// Time allowed for one request (for a watch: until it is established). A request that
+    /// runs out of time fails with [`MetaError::Unavailable`].
+    pub request_timeout: Duration,
+    /// Prepended to every key sent and stripped from every key received, so several Shale
+    /// clusters (or tests) can share one etcd. Empty by default.
+    pub key_prefix: Vec<u8>,
+    /// Checked before sending; keep etcd's defaults unless the server was started with other
+    /// `--max-txn-ops` / `--max-request-bytes`.
+    pub limits: MetaLimits,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            key_prefix: Vec::new(),
+            limits: MetaLimits::default(),
+        }
+    }
+}
+
+/// A [`MetaStore`] backed by an etcd v3 cluster.
+pub struct EtcdStore {
+    client: ec::Client,
+    options: EtcdOptions,
+    prefix: KeyPrefix,
+    metrics: MetaMetrics,
+    keep_alives: KeepAlives,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`) and checks that it
+    /// answers, so a wrong address fails here rather than at the first request.
+    pub async fn connect<E: AsRef<str>>(
+        endpoints: &[E],
+        options: EtcdOptions,
+        metrics: MetaMetrics,
+    ) -> Result<Self, MetaError> {
+        let endpoints: Vec<&str> = endpoints.iter().map(AsRef::as_ref).collect();
+        let connect_options = ec::ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            // Detects a dead connection under an idle watch.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // Fail instead of hanging when the cluster has lost its leader.
+            .with_require_leader(true);
+        let connect = async {
+            let mut client = ec::Client::connect(&endpoints, Some(connect_options))
+                .await
+                .map_err(|error| map_error(error, &ErrorContext::default()))?;
+            // Any read proves the server answers; etcd has no empty key, so probe `\0`.
+            let probe_key = if options.key_prefix.is_empty() {
+                vec![0]
+            } else {
+                options.key_prefix.clone()
+            };
+            client
+                .get(probe_key, Some(ec::GetOptions::new().with_count_only()))
+                .await
+                .map_err(|error| map_error(error, &ErrorContext::default()))?;
+            Ok::<_, MetaError>(client)
+        };
+        let client = tokio::time::timeout(options.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                MetaError::Unavailable(format!(
+                    "etcd at {} did not answer within {:?}",
+                    endpoints.join(","),
+                    options.connect_timeout
+                ))
+            })??;
+        Ok(Self {
+            client,
+            prefix: KeyPrefix::new(options.key_prefix.clone()),
+            options,
+            metrics,
+            keep_alives: KeepAlives::default(),
+        })
+    }
+
+    /// Runs one request with the timeout, span and metrics every request gets.
+    async fn call<T>(
+        &self,
+        op: Op,
+        request: impl Future<Output = Result<T, MetaError>>,
+    ) -> Result<T, MetaError> {
+        let timeout = self.options.request_timeout;
+        self.metrics
+            .observe(op, BACKEND, async move {
+                tokio::time::timeout(timeout, request)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(MetaError::Unavailable(format!(
+                            "etcd {op} timed out after {timeout:?}"
+                        )))
+                    })
+            })
+            .await
+    }
+
+    fn kv(&self) -> ec::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+    }
+}
+
+fn ttl_seconds(ttl: Duration) -> i64 {
+    // etcd leases have whole seconds; round up so the lease lives at least as asked.
+    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    i64::try_from(seconds.max(1)).unwrap_or(i64::MAX)
+}
+
+fn header_revision(header: Option<&ec::ResponseHeader>) -> Result<Revision, MetaError> {
+    header
+        .map(ec::ResponseHeader::revision)
+        .ok_or_else(|| MetaError::Internal("etcd response without a header".to_owned()))
+}
+
+#[async_trait]
+impl MetaStore for EtcdStore {
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, MetaError> {
+        // Boxed: etcd-client's request builders make this future large.
+        self.call(
+            Op::Range,
+            Box::pin(async {
+                let RangeRequest { range, limit } = request;
+                let mut options = ec::GetOptions::new();
+                if !range.end.is_empty() {
+                    options = options.with_range(self.prefix.range_end(&range.end));
+                }
+                if limit > 0 {
+                    options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+                }
+                let mut response = self
+                    .kv()
+                    .get(
+                        self.prefix.range_start(&range.start, &range.end),
+                        Some(options),
+                    )
+                    .await
+                    .map_err(|error| map_error(error, &ErrorContext::default()))?;
+                let revision = header_revision(response.header())?;
+                let more = response.more();
+                let kvs = response
+                    .take_kvs()
+                    .into_iter()
+                    .map(|kv| convert::key_value(&self.prefix, kv))
+                    .collect();
+                Ok(RangeResponse {
+                    kvs,
+                    more,
+                    revision,
+                })
+            }),
+        )
+        .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, MetaError> {
+        self.call(Op::Txn, async {
+            check_limits(&txn, self.options.limits)?;
+            let context = ErrorContext {
+                lease: txn
+                    .success
+                    .iter()
+                    .chain(&txn.failure)
+                    .find_map(|op| match op {
+                        crate::TxnOp::Put { lease, .. } if *lease != 0 => Some(*lease),
+                        _ => None,
+                    })
+                    .unwrap_or(0),
+                ops: txn
+                    .compares
+                    .len()
+                    .max(txn.success.len())
+                    .max(txn.failure.len()),
+                bytes: txn.encoded_len(),
+                limits: self.options.limits,
+            };
+            let request = ec::Txn::new()
+                .when(
+                    txn.compares
+                        .iter()
+                        .map(|compare| convert::compare(&self.prefix, compare))
+                        .collect::<Vec<_>>(),
+                )
+                .and_then(
+                    txn.success
+                        .iter()
+                        .map(|op| convert::txn_op(&self.prefix, op))
+                        .collect::<Vec<_>>(),
+                )
+                .or_else(
+                    txn.failure
+                        .iter()
+                        .map(|op| convert::txn_op(&self.prefix, op))
+                        .collect::<Vec<_>>(),
+                );
+            let response = self
+                .kv()
+                .txn(request)
+                .await
+                .map_err(|error| map_error(error, &context))?;
+            Ok(TxnResponse {
+                succeeded: response.succeeded(),
+                revision: header_revision(response.header())?,
+                responses: response
+                    .op_responses()
+                    .into_iter()
+                    .map(|op| convert::txn_op_response(&self.prefix, op))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<Lease, MetaError> {
+        self.call(Op::LeaseGrant, async {
+            let response = self
+                .client
+                .lease_client()
+                .grant(ttl_seconds(ttl), None)
+                .await
+                .map_err(|error| map_error(error, &ErrorContext::default()))?;
+            if !response.error().is_empty() {
+                return Err(MetaError::Internal(format!(
+                    "etcd refused the lease: {}",
+                    response.error()
+                )));
+            }
+            Ok(Lease {
+                id: response.id(),
+                ttl: Duration::from_secs(u64::try_from(response.ttl()).unwrap_or(0)),
+            })
+        })
+        .await
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<Duration, MetaError> {
+        self.call(
+            Op::LeaseKeepAlive,
+            self.keep_alives.keep_alive(&self.client, id),
+        )
+        .await
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(), MetaError> {
+        self.keep_alives.forget(id);
+        self.call(Op::LeaseRevoke, async {
+            self.client
+                .lease_client()
+                .revoke(id)
+                .await
+                .map_err(|error| {
+                    map_error(
+                        error,
+                        &ErrorContext {
+                            lease: id,
+                            ..ErrorContext::default()
+                        },
+                    )
+                })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn watch(
+        &self,
+        range: KeyRange,
+        from_revision: Revision,
+    ) -> Result<WatchStream, MetaError> {
+        self.call(Op::Watch, async {
+            let mut options = ec::WatchOptions::new().with_start_revision(from_revision);
+            if !range.end.is_empty() {
+                options = options.with_range(self.prefix.range_end(&range.end));
+            }
+            let mut stream = self
+                .client
+                .watch_client()
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+                .watch(
+                    self.prefix.range_start(&range.start, &range.end),
+                    Some(options),
+                )
+                .await
+                .map_err(|error| map_error(error, &ErrorContext::default()))?;
+            // Wait for the "created" answer: from then on every new write is delivered,
+            // which is what "from now" promises.
+            match stream.message().await {
+                Ok(Some(response)) if response.created() && !response.canceled() => {}
+                Ok(Some(response)) => {
+                    return Err(MetaError::Internal(format!(
+                        "etcd did not create the watch: {}",
+                        response.cancel_reason()
+                    )));
+                }
+                Ok(None) => {
+                    return Err(MetaError::Unavailable(
+                        "etcd closed the watch before creating it".to_owned(),
+                    ));
+                }
+                Err(error) => return Err(map_error(error, &ErrorContext::default())),
+            }
+            Ok(watch::into_stream(
+                stream,
+                self.prefix.clone(),
+                from_revision,
+            ))
+        })
+        .await
+    }
+
+    fn limits(&self) -> MetaLimits {
+        self.options.limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(ttl_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(ttl_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(ttl_seconds(Duration::from_millis(2_001)), 3);
+        assert_eq!(ttl_seconds(Duration::ZERO), 1);
+    }
+}

@@ -1,0 +1,33 @@
+//! `{root}/index/{topic_id}/{partition}/{base_offset}`: where a range of offsets is stored.
+
+use serde::{Deserialize, Serialize};
+
+/// One partition's chunk inside a segment object: the byte range holding its batches with
+/// offsets `base_offset..=last_offset`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IndexEntry {
+    /// Object-store path of the segment object.
+    pub object: String,
+    /// Size of the whole object, bytes.
+    pub object_size: u64,
+    /// Where the chunk starts in the object, bytes.
+    pub offset: u64,
+    /// Length of the chunk, bytes.
+    pub length: u64,
+    /// First offset in the chunk (also the key's last segment).
+    pub base_offset: i64,
+    /// Last offset in the chunk.
+    pub last_offset: i64,
+    /// Number of records in the chunk.
+    pub record_count: i64,
+    /// Number of record batches in the chunk.
+    pub batch_count: u32,
+    /// Smallest and largest record timestamp in the chunk, ms (reads by timestamp).
+    pub min_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    /// CRC32C of the chunk's bytes.
+    pub crc32c: u32,
+    /// When the entry was committed, ms since the Unix epoch.
+    pub created_at_ms: i64,
+}

@@ -1,0 +1,198 @@
+//! The values stored under Shale's keys (see [`crate::Keys`]).
+//!
+//! Values are JSON so operators can read them with `etcdctl get`. Every struct is
+//! `#[serde(default)]` and unknown fields are ignored, so a field can be added without
+//! breaking older readers or failing on older values.
+
+mod agent;
+mod group;
+mod index;
+mod partition;
+mod topic;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use agent::AgentRecord;
+pub use group::GroupOffsetRecord;
+pub use index::IndexEntry;
+pub use partition::{LeaderRecord, LogStartRecord, PartitionState, ProducerBatch, ProducerState};
+pub use topic::{TopicConfig, TopicRecord};
+
+use crate::MetaError;
+
+/// A value of Shale's key layout.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The value's bytes (JSON).
+    fn encode(&self) -> Vec<u8> {
+        // Records are plain structs with string-like map keys: serializing cannot fail.
+        serde_json::to_vec(self).expect("records always serialize to json")
+    }
+
+    /// Reads a value stored at `key`; undecodable bytes are [`MetaError::Corrupt`].
+    fn decode(key: &[u8], value: &[u8]) -> Result<Self, MetaError> {
+        serde_json::from_slice(value).map_err(|error| MetaError::corrupt(key, error))
+    }
+}
+
+impl Record for AgentRecord {}
+impl Record for TopicRecord {}
+impl Record for PartitionState {}
+impl Record for LeaderRecord {}
+impl Record for LogStartRecord {}
+impl Record for IndexEntry {}
+impl Record for GroupOffsetRecord {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fmt::Debug;
+
+    use proptest::prelude::*;
+    use shale_common::TopicId;
+
+    use super::*;
+
+    fn round_trip<T: Record + PartialEq + Debug>(value: &T) {
+        let bytes = value.encode();
+        assert_eq!(&T::decode(b"k", &bytes).unwrap(), value);
+    }
+
+    fn producer_state() -> impl Strategy<Value = ProducerState> {
+        (
+            any::<i16>(),
+            any::<i32>(),
+            any::<i64>(),
+            any::<i64>(),
+            proptest::collection::vec(
+                (any::<i32>(), any::<i32>(), any::<i64>(), any::<i64>()).prop_map(
+                    |(first_sequence, last_sequence, base_offset, last_offset)| ProducerBatch {
+                        first_sequence,
+                        last_sequence,
+                        base_offset,
+                        last_offset,
+                    },
+                ),
+                0..5,
+            ),
+        )
+            .prop_map(
+                |(epoch, last_sequence, last_offset, last_timestamp_ms, recent)| ProducerState {
+                    epoch,
+                    last_sequence,
+                    last_offset,
+                    last_timestamp_ms,
+                    recent,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn partition_state_round_trips(
+            leader_epoch in any::<u64>(),
+            high_watermark in any::<i64>(),
+            producers in proptest::collection::btree_map(any::<i64>(), producer_state(), 0..4),
+        ) {
+            round_trip(&PartitionState { leader_epoch, high_watermark, producers });
+        }
+
+        #[test]
+        fn index_entry_round_trips(
+            object in ".*",
+            numbers in any::<(u64, u64, u64, i64, i64, i64, u32)>(),
+            times in any::<(i64, i64, u32, i64)>(),
+        ) {
+            round_trip(&IndexEntry {
+                object,
+                object_size: numbers.0,
+                offset: numbers.1,
+                length: numbers.2,
+                base_offset: numbers.3,
+                last_offset: numbers.4,
+                record_count: numbers.5,
+                batch_count: numbers.6,
+                min_timestamp_ms: times.0,
+                max_timestamp_ms: times.1,
+                crc32c: times.2,
+                created_at_ms: times.3,
+            });
+        }
+
+        #[test]
+        fn other_records_round_trip(
+            text in ".*",
+            id in any::<[u8; 16]>(),
+            numbers in any::<(u32, i64, u64, Option<i64>, Option<i32>)>(),
+            extra in proptest::collection::btree_map(".*", ".*", 0..3),
+        ) {
+            round_trip(&AgentRecord {
+                agent_id: text.clone(),
+                grpc_addr: text.clone(),
+                http_addr: "127.0.0.1:1".into(),
+                kafka_addr: numbers.3.map(|_| text.clone()),
+                started_at_ms: numbers.1,
+                version: "0.1.0".into(),
+            });
+            round_trip(&TopicRecord {
+                id: TopicId(id),
+                name: text.clone(),
+                partitions: numbers.0,
+                config: TopicConfig {
+                    retention_ms: numbers.3,
+                    retention_bytes: numbers.3,
+                    max_message_bytes: numbers.0,
+                    compression: text.clone(),
+                    extra,
+                },
+                created_at_ms: numbers.1,
+            });
+            round_trip(&LeaderRecord {
+                agent_id: text.clone(),
+                epoch: numbers.2,
+                lease: numbers.1,
+                claimed_at_ms: numbers.1,
+            });
+            round_trip(&LogStartRecord { offset: numbers.1 });
+            round_trip(&GroupOffsetRecord {
+                topic_id: TopicId(id),
+                offset: numbers.1,
+                leader_epoch: numbers.4,
+                metadata: text,
+                committed_at_ms: numbers.1,
+            });
+        }
+    }
+
+    #[test]
+    fn missing_fields_default_and_unknown_fields_are_ignored() {
+        let state = PartitionState::decode(b"k", br#"{"high_watermark":5,"future":1}"#).unwrap();
+        assert_eq!(state.high_watermark, 5);
+        assert_eq!(state.leader_epoch, 0);
+        assert!(state.producers.is_empty());
+        let config: TopicConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(config, TopicConfig::default());
+        assert_eq!(config.max_message_bytes, 1_048_588);
+        let mut producers = BTreeMap::new();
+        producers.insert(-1, ProducerState::default());
+        let text = String::from_utf8(
+            PartitionState {
+                leader_epoch: 1,
+                high_watermark: 2,
+                producers,
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert!(text.contains(r#""producers":{"-1":"#), "{text}");
+    }
+
+    #[test]
+    fn bad_bytes_are_corrupt_with_the_key() {
+        let error = IndexEntry::decode(b"/shale/index/x", b"{not json").unwrap_err();
+        assert!(
+            matches!(&error, MetaError::Corrupt { key, .. } if key == "/shale/index/x"),
+            "{error:?}"
+        );
+    }
+}

@@ -1,0 +1,283 @@
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use shale_common::{SystemClock, seeded_rng};
+
+use super::*;
+use crate::build::build_object_store;
+use crate::classify::{ErrorClass, classify};
+use crate::config::ObjectStoreConfig;
+use crate::faults::{Fault, FaultInjector};
+use crate::metrics::StorageSnapshot;
+use crate::op::StoreOp;
+
+const BLOCK: u64 = 4 * 1024;
+
+struct Fixture {
+    store: Arc<dyn ObjectStore>,
+    faults: FaultInjector,
+    metrics: StorageMetrics,
+    cache: BlockCache,
+}
+
+impl Fixture {
+    async fn new(config: CacheConfig) -> Self {
+        let metrics = StorageMetrics::default();
+        let faults = FaultInjector::new(seeded_rng(11));
+        let store = build_object_store(
+            &ObjectStoreConfig::memory(),
+            metrics.clone(),
+            Some(faults.clone()),
+            SystemClock::shared(),
+            seeded_rng(12),
+        )
+        .unwrap();
+        let cache = BlockCache::new(config, Arc::clone(&store), metrics.clone())
+            .await
+            .unwrap();
+        Self {
+            store,
+            faults,
+            metrics,
+            cache,
+        }
+    }
+
+    async fn memory_only() -> Self {
+        Self::new(small_config()).await
+    }
+
+    /// Puts an object of `len` patterned bytes and returns them.
+    async fn object(&self, name: &str, len: usize) -> (Path, Bytes) {
+        let path = Path::from(name);
+        let bytes: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+        self.store.put(&path, bytes.clone().into()).await.unwrap();
+        (path, bytes)
+    }
+
+    fn snapshot(&self) -> StorageSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+fn small_config() -> CacheConfig {
+    CacheConfig {
+        memory_bytes: 64 * 1024 * 1024,
+        disk_bytes: 0,
+        disk_dir: None,
+        block_size: BLOCK,
+    }
+}
+
+#[tokio::test]
+async fn reads_ranges_across_blocks_and_then_hits() {
+    let f = Fixture::memory_only().await;
+    let size = 10 * BLOCK as usize + 100;
+    let (path, bytes) = f.object("segments/a.seg", size).await;
+    let size = size as u64;
+    let cases = [
+        0..1,
+        0..BLOCK,
+        BLOCK - 10..BLOCK + 10,
+        3 * BLOCK + 5..7 * BLOCK + 9,
+        10 * BLOCK..size,
+        size - 1..size,
+        0..size,
+        5..5,
+    ];
+    for range in cases.clone() {
+        let got = f.cache.get_range(&path, range.clone(), size).await.unwrap();
+        assert_eq!(
+            got,
+            bytes.slice(range.start as usize..range.end as usize),
+            "{range:?}"
+        );
+    }
+    let before = f.snapshot();
+    for range in cases {
+        f.cache.get_range(&path, range, size).await.unwrap();
+    }
+    let after = f.snapshot();
+    assert_eq!(after.get_ranges, before.get_ranges, "everything was cached");
+    assert!(after.cache_hits > before.cache_hits);
+    assert_eq!(after.cache_fetched_bytes, size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_of_one_block_make_one_get() {
+    let f = Fixture::memory_only().await;
+    let (path, bytes) = f.object("segments/hot.seg", 3 * BLOCK as usize).await;
+    // Slow the store down so all readers miss while the first GET is in flight.
+    f.faults.set_delay(Duration::from_millis(100));
+    let before = f.snapshot();
+    let readers: Vec<_> = (0..32)
+        .map(|_| {
+            let cache = f.cache.clone();
+            let path = path.clone();
+            tokio::spawn(async move { cache.get_range(&path, 100..200, 3 * BLOCK).await })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.unwrap().unwrap(), bytes.slice(100..200));
+    }
+    let after = f.snapshot();
+    assert_eq!(after.get_ranges - before.get_ranges, 1, "exactly one GET");
+    assert_eq!(after.cache_misses - before.cache_misses, 1);
+    let shared =
+        (after.cache_coalesced - before.cache_coalesced) + (after.cache_hits - before.cache_hits);
+    assert_eq!(shared, 31);
+}
+
+#[tokio::test]
+async fn adjacent_missing_blocks_share_one_get() {
+    let f = Fixture::memory_only().await;
+    let size = 8 * BLOCK;
+    let (path, bytes) = f.object("segments/b.seg", size as usize).await;
+    let before = f.snapshot();
+    f.cache
+        .get_range(&path, 2 * BLOCK..3 * BLOCK, size)
+        .await
+        .unwrap();
+    f.cache
+        .get_range(&path, 5 * BLOCK..6 * BLOCK, size)
+        .await
+        .unwrap();
+    assert_eq!(f.snapshot().get_ranges - before.get_ranges, 2);
+    // Blocks 0-1, 3-4 and 6-7 are missing: three runs, three GETs, each of two blocks.
+    let all = f.cache.get_range(&path, 0..size, size).await.unwrap();
+    assert_eq!(all, bytes);
+    let after = f.snapshot();
+    assert_eq!(after.get_ranges - before.get_ranges, 5);
+    assert_eq!(after.cache_misses - before.cache_misses, 8);
+    assert_eq!(after.bytes_read - before.bytes_read, size);
+}
+
+#[tokio::test]
+async fn gets_are_capped_at_16_mib() {
+    let config = CacheConfig {
+        block_size: 4 * 1024 * 1024,
+        ..small_config()
+    };
+    let f = Fixture::new(config).await;
+    let size = 40 * 1024 * 1024;
+    let (path, bytes) = f.object("segments/big.seg", size).await;
+    let got = f
+        .cache
+        .get_range(&path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(got, bytes);
+    // 10 blocks of 4 MiB, at most 4 per GET: 4 + 4 + 2.
+    assert_eq!(f.snapshot().get_ranges, 3);
+}
+
+#[tokio::test]
+async fn write_through_needs_no_get() {
+    let f = Fixture::memory_only().await;
+    let size = 5 * BLOCK as usize + 7;
+    let (path, bytes) = f.object("segments/c.seg", size).await;
+    f.cache.insert_object(&path, &bytes);
+    let got = f
+        .cache
+        .get_range(&path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(got, bytes);
+    let snapshot = f.snapshot();
+    assert_eq!(snapshot.get_ranges, 0);
+    assert_eq!(snapshot.cache_inserted_bytes, size as u64);
+    assert_eq!(snapshot.cache_hits, 6);
+
+    f.cache.remove_object(&path, size as u64);
+    f.cache.get_range(&path, 0..10, size as u64).await.unwrap();
+    assert_eq!(f.snapshot().get_ranges, 1);
+}
+
+#[tokio::test]
+async fn wrong_object_size_is_an_error_not_short_data() {
+    let f = Fixture::memory_only().await;
+    let (path, _) = f.object("segments/d.seg", 1_000).await;
+    let longer = f
+        .cache
+        .get_range(&path, 900..1_500, 2_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(longer, CacheError::SizeMismatch { actual: 1_000, .. }),
+        "{longer}"
+    );
+    let shorter = f.cache.get_range(&path, 0..10, 500).await.unwrap_err();
+    assert!(
+        matches!(shorter, CacheError::SizeMismatch { .. }),
+        "{shorter}"
+    );
+    assert!(shorter.to_string().contains("segments/d.seg"), "{shorter}");
+    assert_eq!(f.snapshot().cache_errors, 2);
+}
+
+#[tokio::test]
+async fn out_of_bounds_ranges_are_rejected_without_io() {
+    let f = Fixture::memory_only().await;
+    let path = Path::from("segments/e.seg");
+    #[allow(clippy::reversed_empty_ranges)]
+    for range in [0..11, 8..4] {
+        let error = f.cache.get_range(&path, range, 10).await.unwrap_err();
+        assert!(matches!(error, CacheError::OutOfBounds { .. }), "{error}");
+    }
+    assert_eq!(f.snapshot().all_gets(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_failures_are_reported_and_not_cached() {
+    let f = Fixture::memory_only().await;
+    let (path, bytes) = f.object("segments/f.seg", 100).await;
+    f.faults.fail_next(StoreOp::GetRange, 1, Fault::NotFound);
+    let error = f.cache.get_range(&path, 0..100, 100).await.unwrap_err();
+    let source = error.store_error().expect("a store error");
+    assert_eq!(classify(source), ErrorClass::NotFound);
+
+    f.faults.set_unavailable(true);
+    let error = f.cache.get_range(&path, 0..100, 100).await.unwrap_err();
+    assert!(
+        error
+            .store_error()
+            .is_some_and(crate::classify::is_transient),
+        "{error}"
+    );
+    f.faults.set_unavailable(false);
+
+    assert_eq!(f.cache.get_range(&path, 0..100, 100).await.unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_tier_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig {
+        memory_bytes: 64 * 1024,
+        disk_bytes: 16 * 1024 * 1024,
+        disk_dir: Some(dir.path().join("cache")),
+        block_size: BLOCK,
+    };
+    let bytes: Bytes = (0..40 * BLOCK as usize)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let path = Path::from("segments/g.seg");
+    let size = bytes.len() as u64;
+    {
+        let f = Fixture::new(config.clone()).await;
+        f.cache.insert_object(&path, &bytes);
+        // More than the memory tier holds, so some blocks already live on disk only.
+        assert_eq!(
+            f.cache.get_range(&path, 0..size, size).await.unwrap(),
+            bytes
+        );
+        f.cache.close().await.unwrap();
+    }
+    // A new cache over an empty store: every byte must come from the disk tier.
+    let f = Fixture::new(config).await;
+    let got = f.cache.get_range(&path, 0..size, size).await.unwrap();
+    assert_eq!(got, bytes);
+    assert_eq!(f.snapshot().all_gets(), 0);
+    f.cache.close().await.unwrap();
+}
