@@ -11,8 +11,9 @@
 //! segment plus per-partition state derived from manifests, keeps commits to one
 //! transaction but moves complexity into every reader; see `docs/metadata.md`.)
 //!
-//! Per partition: one compare (the leader key's create revision equals the fence the agent
-//! got when it claimed the partition) and two puts (state, index entry). etcd counts the
+//! Per partition: one compare (the leader key's mod revision equals the fence the agent got
+//! when it claimed the partition; only claims write that key, so any later claim — by
+//! another agent, or by a restarted process with the same agent id — moves it) and two puts (state, index entry). etcd counts the
 //! largest of compares / success ops / failure ops against the limit, so the two puts bind:
 //! 64 partitions per transaction at the default limit. The failure branch reads the leader
 //! keys, so when a transaction fails its compares we know which partitions are fenced; the
@@ -32,9 +33,10 @@ use crate::store::{Compare, MetaLimits, MetaStore, Revision, Txn, TxnOp, TxnOpRe
 pub struct PartitionCommit {
     pub topic_id: TopicId,
     pub partition: u32,
-    /// The fence: the create revision the partition's leader key had when this agent
-    /// claimed it. A new claim (by anyone) re-creates the key and changes it.
-    pub leader_create_revision: Revision,
+    /// The fence: the mod revision of the partition's leader key as this agent's claim
+    /// wrote it. Only claims write that key, so any new claim (by anyone) changes it, and
+    /// its expiry deletes it.
+    pub leader_fence: Revision,
     /// The partition's new state (high watermark, producers).
     pub state: PartitionState,
     /// Where this segment holds the partition's new batches.
@@ -94,7 +96,7 @@ struct Prepared {
 
 impl Prepared {
     fn compare(&self) -> Compare {
-        Compare::create_revision(self.leader_key.clone(), self.fence)
+        Compare::mod_revision(self.leader_key.clone(), self.fence)
     }
 
     fn puts(&self) -> [TxnOp; 2] {
@@ -221,7 +223,7 @@ async fn run_group(store: &dyn MetaStore, group: Vec<Prepared>) -> GroupResult {
             }
         };
         match leader {
-            Some(kv) if kv.create_revision == partition.fence => innocent.push(partition),
+            Some(kv) if kv.mod_revision == partition.fence => innocent.push(partition),
             Some(kv) => {
                 let outcome = match LeaderRecord::decode(&kv.key, &kv.value) {
                     Ok(record) => CommitOutcome::Fenced {
@@ -271,7 +273,7 @@ pub async fn commit_segment(
         pending.push(Prepared {
             index,
             leader_key: keys.partition_leader(commit.topic_id, commit.partition),
-            fence: commit.leader_create_revision,
+            fence: commit.leader_fence,
             state_key: keys.partition_state(commit.topic_id, commit.partition),
             state_value: commit.state.encode(),
             index_key: keys.index_entry(

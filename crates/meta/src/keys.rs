@@ -96,6 +96,11 @@ impl Keys {
         &self.root
     }
 
+    /// Every key of this layout: `{root}/`.
+    pub fn root_prefix(&self) -> Vec<u8> {
+        self.prefix(&[])
+    }
+
     fn key(&self, segments: &[&str]) -> Vec<u8> {
         let mut key = self.root.clone();
         for segment in segments {
@@ -220,6 +225,16 @@ impl Keys {
     /// The committed offsets of one group.
     pub fn group_offsets_prefix(&self, group: &str) -> Vec<u8> {
         self.prefix(&[GROUPS, &escape_segment(group), OFFSETS])
+    }
+
+    /// The committed offsets of one group for one topic name.
+    pub fn group_topic_offsets_prefix(&self, group: &str, topic: &str) -> Vec<u8> {
+        self.prefix(&[
+            GROUPS,
+            &escape_segment(group),
+            OFFSETS,
+            &escape_segment(topic),
+        ])
     }
 
     /// Everything of every group.

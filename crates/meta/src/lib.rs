@@ -34,6 +34,10 @@ pub use keys::{
 };
 pub use limits::check_limits;
 pub use metrics::{MetaMetrics, Op, Outcome};
+pub use records::{
+    AgentRecord, GroupOffsetRecord, IndexEntry, LeaderRecord, LogStartRecord, PartitionState,
+    ProducerBatch, ProducerState, Record, TopicConfig, TopicRecord,
+};
 pub use store::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Lease, LeaseId, MetaLimits,
     MetaStore, RangeRequest, RangeResponse, Revision, Txn, TxnOp, TxnOpResponse, TxnResponse,

@@ -822,7 +822,7 @@ async fn claim_partitions(store: &dyn MetaStore, scenario: &str, count: u32) -> 
     let mut fences = BTreeMap::new();
     for kv in range_prefix(store, &keys.partitions_prefix()).await {
         let (topic, partition) = keys.parse_partition_leader(&kv.key).unwrap();
-        fences.insert((topic, partition), kv.create_revision);
+        fences.insert((topic, partition), kv.mod_revision);
     }
     assert_eq!(fences.len(), count as usize);
     CommitSetup {
@@ -847,7 +847,7 @@ fn partition_commit(setup: &CommitSetup, topic: TopicId, partition: u32) -> Part
     PartitionCommit {
         topic_id: topic,
         partition,
-        leader_create_revision: setup.fences[&(topic, partition)],
+        leader_fence: setup.fences[&(topic, partition)],
         state: PartitionState {
             leader_epoch: 1,
             high_watermark: 110,
@@ -933,8 +933,9 @@ pub async fn commit_fenced_partition_fails_alone(store: &dyn MetaStore) {
         lease: 0,
         claimed_at_ms: 2,
     };
+    // A claim rewrites the key in place (a new agent, or a restarted process of the same
+    // agent id taking over): the mod revision moves, the create revision does not.
     let stolen_key = setup.keys.partition_leader(stolen_topic, stolen_partition);
-    store.delete(&stolen_key).await.unwrap();
     store.put(&stolen_key, &usurper.encode()).await.unwrap();
     store
         .delete(&setup.keys.partition_leader(gone_topic, gone_partition))

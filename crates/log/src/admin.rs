@@ -1,0 +1,190 @@
+//! Topic administration: create, delete, list, describe.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use shale_common::TopicId;
+use shale_meta::{Compare, KeyRange, Record as _, TopicRecord, Txn, TxnOp};
+
+use crate::topics::{effective_configs, parse_topic_config, validate_topic_name};
+use crate::{Log, LogError};
+
+/// A topic as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: u32,
+    /// Every effective config, defaults included.
+    pub configs: BTreeMap<String, String>,
+    pub created_at_ms: i64,
+}
+
+/// One partition as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub leader: Option<String>,
+    pub leader_epoch: u64,
+    pub log_start: i64,
+    pub high_watermark: i64,
+}
+
+impl From<&TopicRecord> for TopicDescription {
+    fn from(topic: &TopicRecord) -> Self {
+        Self {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions,
+            configs: effective_configs(&topic.config),
+            created_at_ms: topic.created_at_ms,
+        }
+    }
+}
+
+impl Log {
+    /// Creates a topic. Its partitions get leaders within moments.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<TopicDescription, LogError> {
+        validate_topic_name(name)?;
+        let max = self.inner.config.max_partitions_per_topic;
+        if partitions == 0 || partitions > max {
+            return Err(LogError::InvalidRequest(format!(
+                "a topic needs between 1 and {max} partitions, got {partitions}"
+            )));
+        }
+        let config = parse_topic_config(
+            configs,
+            self.inner.config.default_max_message_bytes,
+            self.inner
+                .config
+                .max_buffered_bytes
+                .as_u64()
+                .min(u64::from(u32::MAX)),
+        )?;
+        let record = TopicRecord {
+            id: TopicId::random(&self.inner.rng),
+            name: name.to_owned(),
+            partitions,
+            config,
+            created_at_ms: self.inner.clock.now_ms(),
+        };
+        let key = self.inner.keys.topic(name);
+        let response = self
+            .inner
+            .meta
+            .txn(
+                Txn::new()
+                    .when([Compare::absent(key.clone())])
+                    .and_then([TxnOp::put(key, record.encode())]),
+            )
+            .await?;
+        if !response.succeeded {
+            return Err(LogError::TopicExists {
+                topic: name.to_owned(),
+            });
+        }
+        self.inner.view.wait_for_revision(response.revision).await;
+        Ok(TopicDescription::from(&record))
+    }
+
+    /// Deletes a topic and its metadata in one transaction. Its objects become garbage for
+    /// the collector; its records can never be read again, even under a new topic of the
+    /// same name (topic ids are never reused).
+    pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        validate_topic_name(name)?;
+        let key = self.inner.keys.topic(name);
+        let Some(kv) = self.inner.meta.get(&key).await? else {
+            return Err(LogError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        };
+        let topic = TopicRecord::decode(&kv.key, &kv.value)?;
+        let response = self
+            .inner
+            .meta
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(key.clone(), kv.mod_revision)])
+                    .and_then([
+                        TxnOp::delete(key),
+                        TxnOp::Delete {
+                            range: KeyRange::prefix(
+                                self.inner.keys.topic_partitions_prefix(topic.id),
+                            ),
+                        },
+                        TxnOp::Delete {
+                            range: KeyRange::prefix(self.inner.keys.topic_index_prefix(topic.id)),
+                        },
+                    ]),
+            )
+            .await?;
+        if !response.succeeded {
+            // Deleted or re-created concurrently; report what is true now.
+            return Err(LogError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        }
+        self.inner.view.wait_for_revision(response.revision).await;
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list_topics(&self) -> Vec<TopicDescription> {
+        self.inner
+            .view
+            .topics()
+            .iter()
+            .map(|topic| TopicDescription::from(topic.as_ref()))
+            .collect()
+    }
+
+    /// One topic and the state of each of its partitions.
+    pub fn describe_topic(
+        &self,
+        name: &str,
+    ) -> Result<(TopicDescription, Vec<PartitionDescription>), LogError> {
+        let topic = self.topic(name)?;
+        let partitions = (0..topic.partitions)
+            .map(|partition| {
+                self.inner
+                    .view
+                    .with_partition((topic.id, partition), |view| PartitionDescription {
+                        partition,
+                        leader: view.leader.as_ref().map(|leader| leader.agent_id.clone()),
+                        leader_epoch: view.leader_epoch,
+                        log_start: view.log_start,
+                        high_watermark: view.high_watermark,
+                    })
+            })
+            .collect();
+        Ok((TopicDescription::from(topic.as_ref()), partitions))
+    }
+
+    /// A topic by name, or `UnknownTopic`.
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<TopicRecord>, LogError> {
+        self.inner
+            .view
+            .topic(name)
+            .ok_or_else(|| LogError::UnknownTopic {
+                topic: name.to_owned(),
+            })
+    }
+
+    /// `UnknownPartition` unless `partition` exists.
+    pub(crate) fn check_partition(topic: &TopicRecord, partition: u32) -> Result<(), LogError> {
+        if partition < topic.partitions {
+            Ok(())
+        } else {
+            Err(LogError::UnknownPartition {
+                topic: topic.name.clone(),
+                partition,
+                partitions: topic.partitions,
+            })
+        }
+    }
+}

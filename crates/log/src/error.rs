@@ -1,0 +1,185 @@
+//! The engine's errors. Every face (gRPC, Kafka) maps each variant exhaustively to its own
+//! status or error code, so adding a variant forces a decision there.
+
+use shale_meta::MetaError;
+
+/// An error from the engine, with a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("topic {topic:?} does not exist")]
+    UnknownTopic { topic: String },
+
+    #[error("topic {topic:?} already exists")]
+    TopicExists { topic: String },
+
+    #[error(
+        "partition {partition} of topic {topic:?} does not exist (the topic has {partitions} partitions)"
+    )]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: String },
+
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    #[error("batch of {size} bytes exceeds max.message.bytes ({limit}) of topic {topic:?}")]
+    MessageTooLarge {
+        topic: String,
+        size: u64,
+        limit: u64,
+    },
+
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition}: stored offsets are {log_start} to {high_watermark}"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
+
+    #[error("this agent does not lead {topic}/{partition}{}", leader_hint(leader.as_deref()))]
+    NotLeader {
+        topic: String,
+        partition: u32,
+        leader: Option<String>,
+    },
+
+    #[error(
+        "conditional append failed: expected next offset {expected} but {topic}/{partition} is at {actual}; nothing was written"
+    )]
+    ConditionFailed {
+        topic: String,
+        partition: u32,
+        expected: i64,
+        actual: i64,
+    },
+
+    #[error("producer {producer_id} with epoch {epoch} is fenced by a newer epoch {current}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+
+    #[error(
+        "out of order sequence from producer {producer_id}: expected {expected}, received {received}"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+
+    #[error(
+        "unknown producer {producer_id} on {topic}/{partition}: a new producer must start at sequence 0"
+    )]
+    UnknownProducer {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+    },
+
+    #[error(
+        "produce buffer is full ({limit} bytes held for upload) and did not drain within {waited_ms} ms; retry later"
+    )]
+    Backpressure { limit: u64, waited_ms: u64 },
+
+    #[error("object store unavailable: {0}")]
+    StorageUnavailable(String),
+
+    #[error("metadata store unavailable: {0}")]
+    MetaUnavailable(String),
+
+    #[error("stored data failed verification: {0}")]
+    CorruptData(String),
+
+    #[error("agent is shutting down")]
+    ShuttingDown,
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn leader_hint(leader: Option<&str>) -> String {
+    match leader {
+        Some(agent) => format!(" (its leader is agent {agent:?})"),
+        None => " (no leader is elected yet; retry shortly)".to_owned(),
+    }
+}
+
+impl LogError {
+    /// Whether the same request may succeed if simply retried later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::NotLeader { .. }
+                | Self::Backpressure { .. }
+                | Self::StorageUnavailable(_)
+                | Self::MetaUnavailable(_)
+                | Self::ShuttingDown
+        )
+    }
+}
+
+impl From<MetaError> for LogError {
+    fn from(error: MetaError) -> Self {
+        match error {
+            MetaError::Unavailable(_) => Self::MetaUnavailable(error.to_string()),
+            MetaError::Corrupt { .. } => Self::CorruptData(error.to_string()),
+            _ => Self::Internal(format!("metadata store: {error}")),
+        }
+    }
+}
+
+impl From<object_store::Error> for LogError {
+    fn from(error: object_store::Error) -> Self {
+        match error {
+            object_store::Error::NotFound { .. } => {
+                Self::CorruptData(format!("an object the index refers to is missing: {error}"))
+            }
+            _ => Self::StorageUnavailable(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_lowercase_and_specific() {
+        let error = LogError::NotLeader {
+            topic: "t".into(),
+            partition: 3,
+            leader: Some("agent-2".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "this agent does not lead t/3 (its leader is agent \"agent-2\")"
+        );
+        let error = LogError::UnknownPartition {
+            topic: "t".into(),
+            partition: 9,
+            partitions: 4,
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with("partition 9 of topic \"t\" does not exist")
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Membership and partition leadership.
+//!
+//! The agent registers under a lease and keeps it alive. Every partition has one leader,
+//! chosen by rendezvous hashing over the live agents; the chosen agent claims it with one
+//! transaction that writes a lease-bound leader key and bumps the partition's leader epoch.
+//! The claim's revision is the *fence*: every later commit for the partition compares the
+//! leader key's mod revision with it, so a deposed leader (lease expired, partition claimed by
+//! someone else, or re-claimed after an unknown commit outcome) can never commit again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use shale_common::Clock;
+use shale_meta::{
+    AgentRecord, Compare, Keys, LeaderRecord, LeaseId, MetaError, MetaStore, PartitionState,
+    Record as _, Txn, TxnOp,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::view::{ClusterView, PartitionKey};
+use crate::writer::{Claim, Writer};
+use crate::{LogError, LogMetrics, rendezvous};
+
+/// Claims run at the same time when many partitions need a leader.
+const CLAIM_CONCURRENCY: usize = 32;
+
+/// How this agent presents itself in the membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentAddresses {
+    pub grpc: String,
+    pub http: String,
+    pub kafka: Option<String>,
+}
+
+/// Everything leadership needs.
+#[derive(Debug, Clone)]
+pub(crate) struct LeadershipDeps {
+    pub agent_id: String,
+    pub addresses: AgentAddresses,
+    pub meta: Arc<dyn MetaStore>,
+    pub keys: Keys,
+    pub view: Arc<ClusterView>,
+    pub writer: Writer,
+    pub clock: Arc<dyn Clock>,
+    pub lease_ttl: Duration,
+    pub metrics: LogMetrics,
+}
+
+/// The outcome of one claim attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum ClaimOutcome {
+    Claimed,
+    /// Another agent holds the leader key.
+    HeldBy(String),
+    /// The topic is gone or changed under us.
+    TopicGone,
+    /// Someone wrote the keys between our read and our transaction; try again.
+    Raced,
+}
+
+/// Registers the agent, keeps its lease alive and keeps leadership converged until shutdown.
+/// Returns the lease of the last registration so shutdown can revoke it.
+pub(crate) async fn run_leadership(
+    deps: LeadershipDeps,
+    mut resync: mpsc::UnboundedReceiver<PartitionKey>,
+    lease_tx: watch::Sender<LeaseId>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let lease = match register(&deps).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                warn!(%error, "agent registration failed; retrying");
+                if sleep_or(&shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        lease_tx.send_replace(lease);
+        info!(agent_id = %deps.agent_id, lease, "agent registered");
+        let lease_lost = CancellationToken::new();
+        let keeper = tokio::spawn(keep_alive(
+            Arc::clone(&deps.meta),
+            lease,
+            deps.lease_ttl,
+            lease_lost.clone(),
+            shutdown.clone(),
+        ));
+        let mut membership = deps.view.membership_changes();
+        let mut tick = tokio::time::interval(deps.lease_ttl / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    keeper.abort();
+                    return;
+                }
+                () = lease_lost.cancelled() => break,
+                changed = membership.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    reconcile(&deps, lease).await;
+                }
+                _ = tick.tick() => reconcile(&deps, lease).await,
+                Some(key) = resync.recv() => {
+                    let mut keys = vec![key];
+                    while let Ok(more) = resync.try_recv() {
+                        keys.push(more);
+                    }
+                    claim_all(&deps, lease, keys).await;
+                }
+            }
+        }
+        keeper.abort();
+        warn!(agent_id = %deps.agent_id, lease, "agent lease lost; giving up every partition");
+        deps.metrics.lease_losses.inc();
+        deps.writer.remove_all_leaders(&LogError::MetaUnavailable(
+            "this agent lost its metadata lease; the partition moves to a live agent".to_owned(),
+        ));
+    }
+}
+
+/// Grants a lease and writes the agent key under it.
+async fn register(deps: &LeadershipDeps) -> Result<LeaseId, MetaError> {
+    let lease = deps.meta.lease_grant(deps.lease_ttl).await?;
+    let record = AgentRecord {
+        agent_id: deps.agent_id.clone(),
+        grpc_addr: deps.addresses.grpc.clone(),
+        http_addr: deps.addresses.http.clone(),
+        kafka_addr: deps.addresses.kafka.clone(),
+        started_at_ms: deps.clock.now_ms(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let key = deps.keys.agent(&deps.agent_id);
+    deps.meta
+        .txn(Txn::new().and_then([TxnOp::put_with_lease(key, record.encode(), lease.id)]))
+        .await?;
+    Ok(lease.id)
+}
+
+/// Renews the lease every third of its TTL; cancels `lost` once it cannot be renewed.
+async fn keep_alive(
+    meta: Arc<dyn MetaStore>,
+    lease: LeaseId,
+    ttl: Duration,
+    lost: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        if sleep_or(&shutdown, ttl / 3).await {
+            return;
+        }
+        match meta.lease_keep_alive(lease).await {
+            Ok(_) => last_renewed = tokio::time::Instant::now(),
+            Err(MetaError::LeaseNotFound(_)) => {
+                lost.cancel();
+                return;
+            }
+            Err(error) => {
+                warn!(%error, lease, "lease keep-alive failed");
+                if last_renewed.elapsed() >= ttl {
+                    lost.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Claims what this agent should lead and drops what it no longer may.
+async fn reconcile(deps: &LeadershipDeps, lease: LeaseId) {
+    let mut agents: Vec<String> = deps.view.agents().into_iter().map(|a| a.agent_id).collect();
+    if !agents.contains(&deps.agent_id) {
+        agents.push(deps.agent_id.clone());
+    }
+    let led = deps.writer.leaders();
+    let mut wanted = HashSet::new();
+    let mut to_claim = Vec::new();
+    for topic in deps.view.topics() {
+        for partition in 0..topic.partitions {
+            let key = (topic.id, partition);
+            let owner = rendezvous::owner(agents.iter().map(String::as_str), topic.id, partition);
+            if owner == Some(deps.agent_id.as_str()) {
+                wanted.insert(key);
+                if !led.contains_key(&key) {
+                    to_claim.push(key);
+                }
+            }
+        }
+    }
+    for key in led.keys() {
+        if !wanted.contains(key) {
+            let topic_exists = deps.view.topic_by_id(key.0).is_some();
+            let error = if topic_exists {
+                LogError::NotLeader {
+                    topic: topic_name(deps, *key),
+                    partition: key.1,
+                    leader: None,
+                }
+            } else {
+                LogError::UnknownTopic {
+                    topic: key.0.to_string(),
+                }
+            };
+            // Releasing to another agent is the multi-agent path; here it only happens when
+            // a topic is deleted or membership changed.
+            deps.writer.remove_leader(*key, &error);
+            if topic_exists {
+                release(deps, *key, led[key]).await;
+            }
+        }
+    }
+    if !to_claim.is_empty() {
+        claim_all(deps, lease, to_claim).await;
+    }
+}
+
+fn topic_name(deps: &LeadershipDeps, key: PartitionKey) -> String {
+    deps.view
+        .topic_by_id(key.0)
+        .map_or_else(|| key.0.to_string(), |topic| topic.name.clone())
+}
+
+/// Claims several partitions concurrently.
+async fn claim_all(deps: &LeadershipDeps, lease: LeaseId, keys: Vec<PartitionKey>) {
+    let span = info_span!("log.claim_partitions", count = keys.len());
+    futures::stream::iter(keys)
+        .for_each_concurrent(CLAIM_CONCURRENCY, |key| async move {
+            for _ in 0..3 {
+                match claim(deps, lease, key).await {
+                    Ok(ClaimOutcome::Raced) => {}
+                    Ok(ClaimOutcome::Claimed) => {
+                        deps.metrics.claims.inc();
+                        return;
+                    }
+                    Ok(ClaimOutcome::HeldBy(agent)) => {
+                        debug!(topic_id = %key.0, partition = key.1, %agent, "partition held by another agent");
+                        return;
+                    }
+                    Ok(ClaimOutcome::TopicGone) => return,
+                    Err(error) => {
+                        warn!(topic_id = %key.0, partition = key.1, %error, "claim failed");
+                        return;
+                    }
+                }
+            }
+        })
+        .instrument(span)
+        .await;
+}
+
+/// One claim attempt: read the leader and state keys, then write both in one guarded txn.
+async fn claim(
+    deps: &LeadershipDeps,
+    lease: LeaseId,
+    key: PartitionKey,
+) -> Result<ClaimOutcome, MetaError> {
+    let Some(topic) = deps.view.topic_by_id(key.0) else {
+        return Ok(ClaimOutcome::TopicGone);
+    };
+    let topic_key = deps.keys.topic(&topic.name);
+    let leader_key = deps.keys.partition_leader(key.0, key.1);
+    let state_key = deps.keys.partition_state(key.0, key.1);
+    let txn = Txn::new().and_then([
+        TxnOp::get(topic_key.clone()),
+        TxnOp::get(leader_key.clone()),
+        TxnOp::get(state_key.clone()),
+    ]);
+    let read = deps.meta.txn(txn).await?;
+    let mut kvs = read.responses.into_iter().map(|response| match response {
+        shale_meta::TxnOpResponse::Get(kvs) => kvs.into_iter().next(),
+        _ => None,
+    });
+    let (topic_kv, leader_kv, state_kv) = (
+        kvs.next().flatten(),
+        kvs.next().flatten(),
+        kvs.next().flatten(),
+    );
+    let Some(topic_kv) = topic_kv else {
+        return Ok(ClaimOutcome::TopicGone);
+    };
+    let current_topic = shale_meta::TopicRecord::decode(&topic_kv.key, &topic_kv.value)?;
+    if current_topic.id != key.0 {
+        return Ok(ClaimOutcome::TopicGone);
+    }
+    if let Some(leader_kv) = &leader_kv {
+        let leader = LeaderRecord::decode(&leader_kv.key, &leader_kv.value)?;
+        // A key of our own id under another lease is a previous process of this agent:
+        // take it over now instead of waiting for its lease to expire.
+        if leader.agent_id != deps.agent_id {
+            return Ok(ClaimOutcome::HeldBy(leader.agent_id));
+        }
+    }
+    let state: PartitionState = match &state_kv {
+        Some(kv) => PartitionState::decode(&kv.key, &kv.value)?,
+        None => PartitionState::default(),
+    };
+    let epoch = state.leader_epoch + 1;
+    let new_state = PartitionState {
+        leader_epoch: epoch,
+        ..state
+    };
+    let record = LeaderRecord {
+        agent_id: deps.agent_id.clone(),
+        epoch,
+        lease,
+        claimed_at_ms: deps.clock.now_ms(),
+    };
+    let txn = Txn::new()
+        .when([
+            Compare::mod_revision(topic_key, topic_kv.mod_revision),
+            Compare::mod_revision(
+                leader_key.clone(),
+                leader_kv.map_or(0, |kv| kv.mod_revision),
+            ),
+            Compare::mod_revision(state_key.clone(), state_kv.map_or(0, |kv| kv.mod_revision)),
+        ])
+        .and_then([
+            TxnOp::put_with_lease(leader_key, record.encode(), lease),
+            TxnOp::put(state_key, new_state.encode()),
+        ]);
+    let response = deps.meta.txn(txn).await?;
+    if !response.succeeded {
+        return Ok(ClaimOutcome::Raced);
+    }
+    info!(topic = %topic.name, partition = key.1, epoch, high_watermark = new_state.high_watermark, "claimed partition");
+    deps.writer.install_leader(
+        key,
+        &topic.name,
+        Claim {
+            epoch,
+            fence: response.revision,
+            state: new_state,
+        },
+    );
+    Ok(ClaimOutcome::Claimed)
+}
+
+/// Deletes our leader key so another agent can claim at once.
+async fn release(deps: &LeadershipDeps, key: PartitionKey, fence: shale_meta::Revision) {
+    let leader_key = deps.keys.partition_leader(key.0, key.1);
+    let txn = Txn::new()
+        .when([Compare::mod_revision(leader_key.clone(), fence)])
+        .and_then([TxnOp::delete(leader_key)]);
+    if let Err(error) = deps.meta.txn(txn).await {
+        warn!(topic_id = %key.0, partition = key.1, %error, "could not release partition; its lease will");
+    }
+}
+
+async fn sleep_or(shutdown: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(duration) => false,
+    }
+}

@@ -1,0 +1,241 @@
+//! The Shale engine: topics, partition leadership, the produce pipeline, fetch, offsets and
+//! consumer-group offsets, over a metadata store (`shale-meta`) and an object store
+//! (`shale-storage`). It knows nothing of gRPC or Kafka; the faces call [`Log`].
+//!
+//! ```text
+//! produce ─▶ validate ─▶ writer: idempotence, offsets ─▶ open segment
+//!                                   flusher: seal ─▶ PUT (create-only) ─▶ cache ─▶ commit txn ─▶ ack
+//! fetch ─▶ view (index, high watermark; kept by watch) ─▶ cache ─▶ ranged GET ─▶ verify
+//! ```
+
+mod admin;
+mod config;
+mod error;
+mod fetch;
+mod groups;
+mod leadership;
+mod metrics;
+mod offsets;
+pub mod partitioner;
+mod produce;
+mod producers;
+mod rendezvous;
+mod topics;
+mod view;
+mod writer;
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use shale_common::{Clock, SharedRng};
+use shale_meta::{Keys, LeaseId, MetaStore};
+use shale_storage::BlockCache;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use admin::{PartitionDescription, TopicDescription};
+pub use config::LogConfig;
+pub use error::LogError;
+pub use fetch::{DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedRecords};
+pub use groups::{GroupOffset, MAX_GROUP_NAME_LEN};
+pub use leadership::AgentAddresses;
+pub use metrics::LogMetrics;
+pub use offsets::{OffsetSpec, ResolvedOffset};
+pub use produce::{
+    MAX_RECORDS_PER_REQUEST, PartitionAck, ProduceRecords, ProduceTicket, ProducerIdentity,
+};
+pub use topics::{COMPRESSION_TYPE, MAX_MESSAGE_BYTES, RETENTION_BYTES, RETENTION_MS};
+
+use leadership::{LeadershipDeps, run_leadership};
+use produce::KeylessCursor;
+use view::{ClusterView, PartitionKey};
+use writer::{FlushDeps, Writer, run_flusher};
+
+/// The components the engine runs on. Settings live in [`LogConfig`].
+#[derive(Debug, Clone)]
+pub struct LogDeps {
+    pub meta: Arc<dyn MetaStore>,
+    pub keys: Keys,
+    pub store: Arc<dyn ObjectStore>,
+    pub cache: Arc<BlockCache>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: SharedRng,
+    pub metrics: LogMetrics,
+    pub addresses: AgentAddresses,
+}
+
+/// A running engine. Cheap to clone; [`Log::shutdown`] stops it.
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LogConfig,
+    meta: Arc<dyn MetaStore>,
+    keys: Keys,
+    cache: Arc<BlockCache>,
+    clock: Arc<dyn Clock>,
+    rng: SharedRng,
+    metrics: LogMetrics,
+    view: Arc<ClusterView>,
+    writer: Writer,
+    keyless: KeylessCursor,
+    lease: watch::Receiver<LeaseId>,
+    flusher_shutdown: CancellationToken,
+    background_shutdown: CancellationToken,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// The agent that leads `key` if it is not this one (a hint for clients).
+    fn leader_elsewhere(&self, key: PartitionKey) -> Option<String> {
+        self.view.with_partition(key, |partition| {
+            partition
+                .leader
+                .as_ref()
+                .map(|leader| leader.agent_id.clone())
+                .filter(|agent| *agent != self.config.agent_id)
+        })
+    }
+}
+
+impl Log {
+    /// Loads the cluster's metadata, registers this agent and starts leading partitions.
+    pub async fn open(deps: LogDeps, config: LogConfig) -> Result<Self, LogError> {
+        config.validate()?;
+        let view = ClusterView::new(deps.keys.clone());
+        view.bootstrap(deps.meta.as_ref()).await?;
+        let writer = Writer::new(
+            config.max_buffered_bytes.as_u64(),
+            config.flush_bytes.as_u64(),
+            config.backpressure_timeout,
+            config.leader_wait,
+            deps.metrics.clone(),
+        );
+        let flusher_shutdown = CancellationToken::new();
+        let background_shutdown = CancellationToken::new();
+        let (resync_tx, resync_rx) = mpsc::unbounded_channel();
+        let (lease_tx, lease_rx) = watch::channel(0);
+        let view_task = tokio::spawn(
+            Arc::clone(&view).run(Arc::clone(&deps.meta), background_shutdown.clone()),
+        );
+        let leadership_task = tokio::spawn(run_leadership(
+            LeadershipDeps {
+                agent_id: config.agent_id.clone(),
+                addresses: deps.addresses.clone(),
+                meta: Arc::clone(&deps.meta),
+                keys: deps.keys.clone(),
+                view: Arc::clone(&view),
+                writer: writer.clone(),
+                clock: Arc::clone(&deps.clock),
+                lease_ttl: config.lease_ttl,
+                metrics: deps.metrics.clone(),
+            },
+            resync_rx,
+            lease_tx,
+            background_shutdown.clone(),
+        ));
+        let flusher = tokio::spawn(run_flusher(
+            FlushDeps {
+                writer: writer.clone(),
+                meta: Arc::clone(&deps.meta),
+                keys: deps.keys.clone(),
+                store: Arc::clone(&deps.store),
+                cache: Arc::clone(&deps.cache),
+                view: Arc::clone(&view),
+                clock: Arc::clone(&deps.clock),
+                object_ids: shale_storage::ObjectIdGenerator::new(
+                    Arc::clone(&deps.clock),
+                    deps.rng.clone(),
+                ),
+                flush_interval: config.flush_interval,
+                upload_concurrency: config.upload_concurrency,
+                metrics: deps.metrics.clone(),
+                resync: resync_tx,
+            },
+            flusher_shutdown.clone(),
+        ));
+        info!(agent_id = %config.agent_id, topics = view.topics().len(), "engine started");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                meta: deps.meta,
+                keys: deps.keys,
+                cache: deps.cache,
+                clock: deps.clock,
+                rng: deps.rng,
+                metrics: deps.metrics,
+                view,
+                writer,
+                keyless: KeylessCursor::default(),
+                lease: lease_rx,
+                flusher_shutdown,
+                background_shutdown,
+                tasks: std::sync::Mutex::new(vec![view_task, leadership_task]),
+                flusher: std::sync::Mutex::new(Some(flusher)),
+            }),
+        })
+    }
+
+    /// Stops accepting produces, flushes and commits what is buffered, then leaves the
+    /// cluster (revoking the lease hands its partitions to other agents at once).
+    pub async fn shutdown(&self) {
+        self.inner.writer.begin_shutdown();
+        self.inner.flusher_shutdown.cancel();
+        let flusher = self
+            .inner
+            .flusher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
+        self.inner.background_shutdown.cancel();
+        let tasks: Vec<_> = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        let lease = *self.inner.lease.borrow();
+        if lease != 0
+            && let Err(error) = self.inner.meta.lease_revoke(lease).await
+        {
+            warn!(%error, "could not revoke the agent lease; it expires on its own");
+        }
+        info!(agent_id = %self.inner.config.agent_id, "engine stopped");
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// Whether the engine has registered and leads every partition it should (readiness).
+    pub fn is_ready(&self) -> bool {
+        *self.inner.lease.borrow() != 0
+    }
+
+    /// The partitions this agent leads.
+    pub fn led_partitions(&self) -> usize {
+        self.inner.writer.leaders().len()
+    }
+
+    /// Whether this agent leads `topic`/`partition` and accepts appends for it now.
+    pub fn leads(&self, topic: &str, partition: u32) -> bool {
+        self.inner
+            .view
+            .topic(topic)
+            .is_some_and(|topic| self.inner.writer.leads((topic.id, partition)))
+    }
+}

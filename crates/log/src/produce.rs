@@ -1,0 +1,331 @@
+//! The produce front door: validation, partitioning, batch encoding, then the writer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use shale_format::{
+    BatchOptions, Compression, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatch,
+    ValidationOptions, encode_batch,
+};
+use shale_meta::TopicRecord;
+
+use crate::partitioner::partition_for_key;
+use crate::producers::{ProducerBatchId, add_sequence};
+use crate::topics::{TopicCompression, topic_compression};
+use crate::writer::{AppendAck, AppendReceiver, AppendRequest, PreparedBatch};
+use crate::{Log, LogError};
+
+/// Most records one native produce request may carry.
+pub const MAX_RECORDS_PER_REQUEST: usize = 1_000_000;
+
+/// Kafka-style idempotent producer fields of a native request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// A native produce: records that the engine encodes into batches.
+#[derive(Debug, Clone, Default)]
+pub struct ProduceRecords {
+    pub topic: String,
+    /// `None`: partition each record by key (Kafka's murmur2), keyless ones together.
+    pub partition: Option<u32>,
+    /// Records; a timestamp of `None` means "now".
+    pub records: Vec<(Record, Option<i64>)>,
+    pub expected_next_offset: Option<i64>,
+    pub producer: Option<ProducerIdentity>,
+    /// `None`: the topic's `compression.type` decides (none when it says `producer`).
+    pub compression: Option<Compression>,
+}
+
+/// Offsets one partition gave to a request's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionAck {
+    pub partition: u32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: u32,
+}
+
+/// An accepted produce: offsets are assigned; [`ProduceTicket::wait`] resolves when durable.
+#[derive(Debug)]
+pub struct ProduceTicket {
+    parts: Vec<(u32, AppendReceiver)>,
+}
+
+impl ProduceTicket {
+    /// Waits until every partition's part is durable (or failed).
+    pub async fn wait(self) -> Result<Vec<PartitionAck>, LogError> {
+        let mut acks = Vec::with_capacity(self.parts.len());
+        for (partition, receiver) in self.parts {
+            let AppendAck {
+                base_offset,
+                last_offset,
+                record_count,
+            } = receiver.await.map_err(|_| LogError::ShuttingDown)??;
+            acks.push(PartitionAck {
+                partition,
+                base_offset,
+                last_offset,
+                record_count,
+            });
+        }
+        Ok(acks)
+    }
+}
+
+/// Round-robin position for keyless records, per engine.
+#[derive(Debug, Default)]
+pub(crate) struct KeylessCursor(AtomicU32);
+
+impl Log {
+    /// Accepts native records: validates, partitions, encodes and appends them. Offsets are
+    /// assigned before this returns; the ticket resolves once the records are durable.
+    ///
+    /// A request that spans several partitions is atomic per partition, not across them.
+    pub async fn produce(&self, request: ProduceRecords) -> Result<ProduceTicket, LogError> {
+        let topic = self.topic(&request.topic)?;
+        if request.records.is_empty() {
+            return Err(LogError::InvalidRequest(
+                "a produce request needs at least one record".to_owned(),
+            ));
+        }
+        if request.records.len() > MAX_RECORDS_PER_REQUEST {
+            return Err(LogError::InvalidRequest(format!(
+                "a produce request may carry at most {MAX_RECORDS_PER_REQUEST} records, got {}",
+                request.records.len()
+            )));
+        }
+        if request.partition.is_none()
+            && (request.expected_next_offset.is_some() || request.producer.is_some())
+        {
+            return Err(LogError::InvalidRequest(
+                "expected_next_offset and producer fields need an explicit partition".to_owned(),
+            ));
+        }
+        if let Some(partition) = request.partition {
+            Self::check_partition(&topic, partition)?;
+        }
+        if let Some(producer) = request.producer
+            && (producer.producer_id < 0 || producer.epoch < 0 || producer.base_sequence < 0)
+        {
+            return Err(LogError::InvalidRequest(format!(
+                "producer id, epoch and base sequence must be non-negative, got {producer:?}"
+            )));
+        }
+        let compression = match (request.compression, topic_compression(&topic.config)) {
+            (_, TopicCompression::Codec(codec)) | (Some(codec), TopicCompression::Producer) => {
+                codec
+            }
+            (None, TopicCompression::Producer) => Compression::None,
+        };
+        let now_ms = self.inner.clock.now_ms();
+        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+        let keyless_partition = request.partition.unwrap_or_else(|| {
+            self.inner.keyless.0.fetch_add(1, Ordering::Relaxed) % topic.partitions
+        });
+        for (mut record, timestamp) in request.records {
+            record.timestamp_ms = timestamp.unwrap_or(now_ms);
+            let partition = match (request.partition, &record.key) {
+                (Some(partition), _) => partition,
+                (None, Some(key)) => partition_for_key(key, topic.partitions),
+                (None, None) => keyless_partition,
+            };
+            by_partition.entry(partition).or_default().push(record);
+        }
+        let mut parts = Vec::with_capacity(by_partition.len());
+        for (partition, records) in by_partition {
+            let batches = encode_records(&topic, &records, compression, request.producer)?;
+            let receiver = self
+                .append(AppendRequest {
+                    key: (topic.id, partition),
+                    topic: Arc::clone(&topic),
+                    partition,
+                    batches,
+                    expected_next_offset: request.expected_next_offset,
+                })
+                .await?;
+            parts.push((partition, receiver));
+        }
+        Ok(ProduceTicket { parts })
+    }
+
+    /// Accepts Kafka RecordBatch v2 bytes (one or more concatenated batches) for one
+    /// partition, as a Kafka produce request carries them. Each batch is verified (CRC,
+    /// layout, record count) and checked against the topic's `max.message.bytes`; with a
+    /// topic compression other than `producer`, batches in another codec are recompressed.
+    pub async fn produce_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Bytes,
+    ) -> Result<ProduceTicket, LogError> {
+        let topic = self.topic(topic)?;
+        Self::check_partition(&topic, partition)?;
+        let batches = prepare_client_batches(&topic, records)?;
+        let receiver = self
+            .append(AppendRequest {
+                key: (topic.id, partition),
+                topic: Arc::clone(&topic),
+                partition,
+                batches,
+                expected_next_offset: None,
+            })
+            .await?;
+        Ok(ProduceTicket {
+            parts: vec![(partition, receiver)],
+        })
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendReceiver, LogError> {
+        let key = request.key;
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .writer
+            .append(request, move || inner.leader_elsewhere(key))
+            .await
+    }
+}
+
+/// Encodes records into batches no larger than the topic's `max.message.bytes`.
+fn encode_records(
+    topic: &TopicRecord,
+    records: &[Record],
+    compression: Compression,
+    producer: Option<ProducerIdentity>,
+) -> Result<Vec<PreparedBatch>, LogError> {
+    let limit = u64::from(topic.config.max_message_bytes);
+    let mut out = Vec::new();
+    let mut pending: Vec<&[Record]> = vec![records];
+    let mut sequence = producer.map(|p| p.base_sequence);
+    while let Some(slice) = pending.pop() {
+        let options = BatchOptions {
+            compression,
+            producer_id: producer.map_or(NO_PRODUCER_ID, |p| p.producer_id),
+            producer_epoch: producer.map_or(NO_PRODUCER_EPOCH, |p| p.epoch),
+            base_sequence: sequence.unwrap_or(NO_SEQUENCE),
+            ..BatchOptions::default()
+        };
+        let owned: Vec<Record> = slice.to_vec();
+        let bytes = encode_batch(&owned, &options)
+            .map_err(|error| LogError::InvalidRequest(format!("cannot encode records: {error}")))?;
+        if bytes.len() as u64 > limit {
+            if slice.len() == 1 {
+                return Err(LogError::MessageTooLarge {
+                    topic: topic.name.clone(),
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
+            // Too big: encode the halves separately (second half first on the stack, so
+            // batches stay in record order).
+            let (first, second) = slice.split_at(slice.len() / 2);
+            pending.push(second);
+            pending.push(first);
+            continue;
+        }
+        let record_count = slice.len() as u32;
+        let max_ts = slice
+            .iter()
+            .map(|r| r.timestamp_ms)
+            .max()
+            .unwrap_or(i64::MIN);
+        let producer_batch = producer.map(|p| {
+            ProducerBatchId::new(
+                p.producer_id,
+                p.epoch,
+                options.base_sequence,
+                record_count as i32,
+            )
+        });
+        if let Some(seq) = sequence.as_mut() {
+            *seq = add_sequence(*seq, record_count as i32);
+        }
+        out.push(PreparedBatch {
+            bytes: BytesMut::from(bytes.as_ref()),
+            record_count,
+            producer: producer_batch,
+            max_timestamp_ms: max_ts,
+        });
+    }
+    Ok(out)
+}
+
+/// Verifies client-encoded batches and prepares them for the writer.
+fn prepare_client_batches(
+    topic: &TopicRecord,
+    records: Bytes,
+) -> Result<Vec<PreparedBatch>, LogError> {
+    if records.is_empty() {
+        return Err(LogError::InvalidRequest(
+            "the produce request holds no record batch".to_owned(),
+        ));
+    }
+    let limit = u64::from(topic.config.max_message_bytes);
+    let target = match topic_compression(&topic.config) {
+        TopicCompression::Producer => None,
+        TopicCompression::Codec(codec) => Some(codec),
+    };
+    let mut out = Vec::new();
+    for batch in shale_format::BatchIter::new(records) {
+        let batch = batch.map_err(|error| LogError::InvalidBatch(error.to_string()))?;
+        let summary = batch
+            .validate(&ValidationOptions::default())
+            .map_err(|error| LogError::InvalidBatch(error.to_string()))?;
+        let header = *batch.header();
+        let producer = (header.producer_id() >= 0).then(|| {
+            ProducerBatchId::new(
+                header.producer_id(),
+                header.producer_epoch(),
+                header.base_sequence(),
+                summary.record_count,
+            )
+        });
+        let bytes = match target {
+            Some(codec) if codec != header.compression() => recompress(&batch, codec)?,
+            _ => batch.into_bytes(),
+        };
+        if bytes.len() as u64 > limit {
+            return Err(LogError::MessageTooLarge {
+                topic: topic.name.clone(),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        out.push(PreparedBatch {
+            bytes: BytesMut::from(bytes.as_ref()),
+            record_count: summary.record_count as u32,
+            producer,
+            max_timestamp_ms: summary.max_timestamp,
+        });
+    }
+    Ok(out)
+}
+
+/// Re-encodes a batch with another codec, keeping every header field the producer set.
+fn recompress(batch: &RecordBatch, codec: Compression) -> Result<Bytes, LogError> {
+    let header = batch.header();
+    let records: Vec<Record> = batch
+        .records()
+        .map_err(|error| LogError::InvalidBatch(error.to_string()))?
+        .into_iter()
+        .map(|decoded| decoded.record)
+        .collect();
+    let options = BatchOptions {
+        compression: codec,
+        timestamp_type: header.timestamp_type(),
+        transactional: header.is_transactional(),
+        control: header.is_control(),
+        producer_id: header.producer_id(),
+        producer_epoch: header.producer_epoch(),
+        base_sequence: header.base_sequence(),
+        base_offset: 0,
+        partition_leader_epoch: header.partition_leader_epoch(),
+    };
+    encode_batch(&records, &options)
+        .map_err(|error| LogError::InvalidBatch(format!("cannot recompress batch: {error}")))
+}

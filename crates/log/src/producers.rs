@@ -1,0 +1,260 @@
+//! Idempotent producers: the per-partition sequence bookkeeping that turns a retried batch
+//! into the offsets it already got instead of a duplicate (Kafka's rules).
+
+use std::collections::BTreeMap;
+
+use shale_meta::{ProducerBatch, ProducerState};
+
+use crate::LogError;
+
+/// Batches remembered per producer for duplicate detection (Kafka's in-flight limit).
+pub(crate) const RECENT_BATCHES: usize = 5;
+
+/// Producers remembered per partition; the least recently active are forgotten first.
+pub(crate) const MAX_PRODUCERS_PER_PARTITION: usize = 1_000;
+
+/// The producer fields of one incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerBatchId {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+}
+
+impl ProducerBatchId {
+    /// The id of a batch of `records` records starting at `first_sequence`.
+    pub(crate) fn new(producer_id: i64, epoch: i16, first_sequence: i32, records: i32) -> Self {
+        Self {
+            producer_id,
+            epoch,
+            first_sequence,
+            last_sequence: add_sequence(first_sequence, records - 1),
+        }
+    }
+}
+
+/// What to do with an incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SequenceCheck {
+    /// New data: append it.
+    Append,
+    /// A retry of a batch already appended at these offsets.
+    Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+/// Sequences wrap from `i32::MAX` to 0, as in Kafka.
+pub(crate) fn add_sequence(sequence: i32, delta: i32) -> i32 {
+    let wrapped = (i64::from(sequence) + i64::from(delta)) % (i64::from(i32::MAX) + 1);
+    wrapped as i32
+}
+
+/// Decides whether `batch` is new, a duplicate, or refused.
+pub(crate) fn check_sequence(
+    producers: &BTreeMap<i64, ProducerState>,
+    batch: ProducerBatchId,
+    topic: &str,
+    partition: u32,
+) -> Result<SequenceCheck, LogError> {
+    let Some(state) = producers.get(&batch.producer_id) else {
+        return if batch.first_sequence == 0 {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(LogError::UnknownProducer {
+                topic: topic.to_owned(),
+                partition,
+                producer_id: batch.producer_id,
+            })
+        };
+    };
+    if batch.epoch < state.epoch {
+        return Err(LogError::ProducerFenced {
+            producer_id: batch.producer_id,
+            epoch: batch.epoch,
+            current: state.epoch,
+        });
+    }
+    if batch.epoch > state.epoch {
+        // A bumped epoch starts its sequences over.
+        return if batch.first_sequence == 0 {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(LogError::OutOfOrderSequence {
+                producer_id: batch.producer_id,
+                expected: 0,
+                received: batch.first_sequence,
+            })
+        };
+    }
+    if let Some(seen) = state.recent.iter().find(|seen| {
+        seen.first_sequence == batch.first_sequence && seen.last_sequence == batch.last_sequence
+    }) {
+        return Ok(SequenceCheck::Duplicate {
+            base_offset: seen.base_offset,
+            last_offset: seen.last_offset,
+        });
+    }
+    let expected = add_sequence(state.last_sequence, 1);
+    if batch.first_sequence == expected {
+        Ok(SequenceCheck::Append)
+    } else {
+        Err(LogError::OutOfOrderSequence {
+            producer_id: batch.producer_id,
+            expected,
+            received: batch.first_sequence,
+        })
+    }
+}
+
+/// Records an appended batch.
+pub(crate) fn record_batch(
+    producers: &mut BTreeMap<i64, ProducerState>,
+    batch: ProducerBatchId,
+    base_offset: i64,
+    last_offset: i64,
+    timestamp_ms: i64,
+) {
+    let state = producers
+        .entry(batch.producer_id)
+        .or_insert_with(|| ProducerState {
+            epoch: batch.epoch,
+            last_sequence: -1,
+            last_offset: -1,
+            last_timestamp_ms: timestamp_ms,
+            recent: Vec::new(),
+        });
+    if batch.epoch != state.epoch {
+        state.epoch = batch.epoch;
+        state.recent.clear();
+    }
+    state.last_sequence = batch.last_sequence;
+    state.last_offset = last_offset;
+    state.last_timestamp_ms = timestamp_ms;
+    state.recent.push(ProducerBatch {
+        first_sequence: batch.first_sequence,
+        last_sequence: batch.last_sequence,
+        base_offset,
+        last_offset,
+    });
+    if state.recent.len() > RECENT_BATCHES {
+        let excess = state.recent.len() - RECENT_BATCHES;
+        state.recent.drain(..excess);
+    }
+    if producers.len() > MAX_PRODUCERS_PER_PARTITION {
+        evict_least_recent(producers);
+    }
+}
+
+fn evict_least_recent(producers: &mut BTreeMap<i64, ProducerState>) {
+    let excess = producers.len() - MAX_PRODUCERS_PER_PARTITION;
+    let mut by_age: Vec<(i64, i64)> = producers
+        .iter()
+        .map(|(id, state)| (state.last_timestamp_ms, *id))
+        .collect();
+    by_age.sort_unstable();
+    for (_, id) in by_age.into_iter().take(excess) {
+        producers.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first: i32, records: i32) -> ProducerBatchId {
+        ProducerBatchId::new(7, 0, first, records)
+    }
+
+    #[test]
+    fn new_producer_must_start_at_zero() {
+        let producers = BTreeMap::new();
+        assert_eq!(
+            check_sequence(&producers, batch(0, 3), "t", 0),
+            Ok(SequenceCheck::Append)
+        );
+        assert!(matches!(
+            check_sequence(&producers, batch(5, 3), "t", 0),
+            Err(LogError::UnknownProducer { .. })
+        ));
+    }
+
+    #[test]
+    fn retries_are_duplicates_and_gaps_are_refused() {
+        let mut producers = BTreeMap::new();
+        record_batch(&mut producers, batch(0, 3), 100, 102, 1);
+        record_batch(&mut producers, batch(3, 2), 103, 104, 2);
+        assert_eq!(
+            check_sequence(&producers, batch(0, 3), "t", 0),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 100,
+                last_offset: 102
+            })
+        );
+        assert_eq!(
+            check_sequence(&producers, batch(5, 1), "t", 0),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(
+            check_sequence(&producers, batch(9, 1), "t", 0),
+            Err(LogError::OutOfOrderSequence {
+                producer_id: 7,
+                expected: 5,
+                received: 9
+            })
+        );
+    }
+
+    #[test]
+    fn older_epochs_are_fenced_and_new_epochs_restart() {
+        let mut producers = BTreeMap::new();
+        record_batch(&mut producers, ProducerBatchId::new(7, 2, 0, 1), 0, 0, 1);
+        assert!(matches!(
+            check_sequence(&producers, ProducerBatchId::new(7, 1, 1, 1), "t", 0),
+            Err(LogError::ProducerFenced { current: 2, .. })
+        ));
+        assert_eq!(
+            check_sequence(&producers, ProducerBatchId::new(7, 3, 0, 1), "t", 0),
+            Ok(SequenceCheck::Append)
+        );
+        assert!(check_sequence(&producers, ProducerBatchId::new(7, 3, 4, 1), "t", 0).is_err());
+    }
+
+    #[test]
+    fn only_recent_batches_are_remembered() {
+        let mut producers = BTreeMap::new();
+        for i in 0..10 {
+            record_batch(&mut producers, batch(i, 1), i64::from(i), i64::from(i), 1);
+        }
+        assert_eq!(producers[&7].recent.len(), RECENT_BATCHES);
+        assert!(matches!(
+            check_sequence(&producers, batch(0, 1), "t", 0),
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+        assert!(matches!(
+            check_sequence(&producers, batch(9, 1), "t", 0),
+            Ok(SequenceCheck::Duplicate { base_offset: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn sequences_wrap() {
+        assert_eq!(add_sequence(i32::MAX, 1), 0);
+        assert_eq!(ProducerBatchId::new(1, 0, i32::MAX - 1, 3).last_sequence, 0);
+    }
+
+    #[test]
+    fn least_recent_producers_are_evicted() {
+        let mut producers = BTreeMap::new();
+        for id in 0..=MAX_PRODUCERS_PER_PARTITION as i64 {
+            record_batch(
+                &mut producers,
+                ProducerBatchId::new(id, 0, 0, 1),
+                id,
+                id,
+                id,
+            );
+        }
+        assert_eq!(producers.len(), MAX_PRODUCERS_PER_PARTITION);
+        assert!(!producers.contains_key(&0));
+    }
+}

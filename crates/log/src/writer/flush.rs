@@ -1,0 +1,380 @@
+//! The flush pipeline: seal the open segment → build the segment object → create-only PUT →
+//! write-through to the cache → commit in seal order → acknowledge.
+//!
+//! Uploads run concurrently (up to `upload_concurrency`), but commits are chained: segment n
+//! commits only after segment n−1's commit finished, because n's offsets continue n−1's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use shale_common::Clock;
+use shale_format::{RecordBatch, SegmentBuilder};
+use shale_meta::records::{IndexEntry, PartitionState, Record};
+use shale_meta::{
+    CommitOptions, CommitOutcome, EventKind, KeyValue, Keys, MetaError, MetaStore, PartitionCommit,
+    WatchEvent, commit_segment,
+};
+use shale_storage::{BlockCache, ObjectIdGenerator};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use super::Writer;
+use super::open_segment::OpenChunk;
+use crate::producers::record_batch;
+use crate::view::{ClusterView, PartitionKey};
+use crate::{LogError, LogMetrics};
+
+/// What the flusher needs.
+#[derive(Debug, Clone)]
+pub(crate) struct FlushDeps {
+    pub writer: Writer,
+    pub meta: Arc<dyn MetaStore>,
+    pub keys: Keys,
+    pub store: Arc<dyn ObjectStore>,
+    pub cache: Arc<BlockCache>,
+    pub view: Arc<ClusterView>,
+    pub clock: Arc<dyn Clock>,
+    pub object_ids: ObjectIdGenerator,
+    pub flush_interval: Duration,
+    pub upload_concurrency: usize,
+    pub metrics: LogMetrics,
+    /// Partitions whose commit outcome is unknown: leadership re-claims them, which fences
+    /// any late commit, then restarts them from the state it reads.
+    pub resync: mpsc::UnboundedSender<PartitionKey>,
+}
+
+/// Seals and flushes segments until shutdown; then drains what is buffered.
+pub(crate) async fn run_flusher(deps: FlushDeps, shutdown: CancellationToken) {
+    let uploads = Arc::new(Semaphore::new(deps.upload_concurrency));
+    let mut previous_commit: Option<oneshot::Receiver<()>> = None;
+    let mut jobs = JoinSet::new();
+    loop {
+        while jobs.try_join_next().is_some() {}
+        let (opened_at, bytes, shutting_down) = {
+            let state = deps.writer.lock();
+            (
+                state.open.opened_at,
+                state.open.bytes(),
+                state.shutting_down,
+            )
+        };
+        let Some(opened_at) = opened_at else {
+            if shutting_down {
+                break;
+            }
+            tokio::select! {
+                () = deps.writer.shared.flush_wakeup.notified() => {}
+                () = shutdown.cancelled() => deps.writer.begin_shutdown(),
+            }
+            continue;
+        };
+        if bytes < deps.writer.shared.flush_bytes && !shutting_down {
+            let deadline = opened_at + deps.flush_interval;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = deps.writer.shared.flush_wakeup.notified() => continue,
+                () = shutdown.cancelled() => {
+                    deps.writer.begin_shutdown();
+                    continue;
+                }
+            }
+        }
+        let upload_slot = Arc::clone(&uploads)
+            .acquire_owned()
+            .await
+            .expect("the upload semaphore is never closed");
+        let chunks = deps.writer.lock().open.take();
+        if chunks.is_empty() {
+            continue;
+        }
+        deps.metrics
+            .buffered_bytes
+            .set(deps.writer.lock().open.bytes() as i64);
+        let (done_tx, done_rx) = oneshot::channel();
+        let previous = previous_commit.replace(done_rx);
+        let job_deps = deps.clone();
+        jobs.spawn(
+            async move {
+                flush_segment(job_deps, chunks, previous, upload_slot).await;
+                let _ = done_tx.send(());
+            }
+            .instrument(info_span!("log.flush_segment")),
+        );
+    }
+    while jobs.join_next().await.is_some() {}
+}
+
+/// One chunk as placed in the segment object.
+struct PlacedChunk {
+    key: PartitionKey,
+    chunk: OpenChunk,
+    entry: IndexEntry,
+}
+
+async fn flush_segment(
+    deps: FlushDeps,
+    chunks: BTreeMap<PartitionKey, OpenChunk>,
+    previous_commit: Option<oneshot::Receiver<()>>,
+    upload_slot: OwnedSemaphorePermit,
+) {
+    let started = tokio::time::Instant::now();
+    let uploaded = upload(&deps, chunks).await;
+    drop(upload_slot);
+    deps.metrics
+        .flush_upload_seconds
+        .observe(started.elapsed().as_secs_f64());
+    // Commits land in seal order; a failed predecessor already reset what it had to.
+    if let Some(previous) = previous_commit {
+        let _ = previous.await;
+    }
+    match uploaded {
+        Ok(placed) => commit(&deps, placed).await,
+        Err((error, keys)) => {
+            warn!(%error, partitions = keys.len(), "segment upload failed; failing its appends");
+            deps.metrics.flush_failures.inc();
+            let mut state = deps.writer.lock();
+            for key in keys {
+                Writer::fail_uncommitted(&mut state, key, &error);
+            }
+        }
+    }
+    deps.metrics
+        .flush_total_seconds
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Builds the segment object and PUTs it create-only; returns where each chunk landed.
+async fn upload(
+    deps: &FlushDeps,
+    chunks: BTreeMap<PartitionKey, OpenChunk>,
+) -> Result<Vec<PlacedChunk>, (LogError, Vec<PartitionKey>)> {
+    let keys: Vec<PartitionKey> = chunks.keys().copied().collect();
+    let fail = |error: LogError| (error, keys.clone());
+    let mut builder = SegmentBuilder::new();
+    for (key, chunk) in &chunks {
+        for batch in &chunk.batches {
+            // Validation already parsed and verified these bytes; parsing again only reads
+            // the header.
+            let internal = |error: &dyn std::fmt::Display| {
+                fail(LogError::Internal(format!("building segment: {error}")))
+            };
+            let parsed = RecordBatch::parse(batch.bytes.clone()).map_err(|e| internal(&e))?;
+            builder
+                .add_batch(key.0, key.1, &parsed)
+                .map_err(|e| internal(&e))?;
+        }
+    }
+    let (object, metas) = builder.finish();
+    let now_ms = deps.clock.now_ms();
+    let path = shale_storage::paths::segment_path(deps.object_ids.next_id());
+    let size = object.len() as u64;
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    deps.store
+        .put_opts(&path, PutPayload::from(object.clone()), options)
+        .await
+        .map_err(|error| {
+            fail(LogError::StorageUnavailable(format!(
+                "uploading segment {path}: {error}"
+            )))
+        })?;
+    deps.metrics.segments_uploaded.inc();
+    deps.metrics.segment_bytes.inc_by(size);
+    deps.cache.insert_object(&path, &object);
+    let object_name = path.to_string();
+    let mut by_key: BTreeMap<PartitionKey, OpenChunk> = chunks;
+    let mut placed = Vec::with_capacity(metas.len());
+    for meta in metas {
+        let key = (meta.topic_id, meta.partition);
+        let Some(chunk) = by_key.remove(&key) else {
+            continue;
+        };
+        placed.push(PlacedChunk {
+            key,
+            entry: IndexEntry {
+                object: object_name.clone(),
+                object_size: size,
+                offset: meta.byte_offset,
+                length: meta.byte_len,
+                base_offset: meta.base_offset,
+                last_offset: meta.last_offset,
+                record_count: meta.record_count as i64,
+                batch_count: meta.batch_count,
+                min_timestamp_ms: meta.min_timestamp,
+                max_timestamp_ms: meta.max_timestamp,
+                crc32c: meta.crc32c,
+                created_at_ms: now_ms,
+            },
+            chunk,
+        });
+    }
+    Ok(placed)
+}
+
+/// Commits the chunks whose partitions are still led here in the same generation.
+async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
+    let started = tokio::time::Instant::now();
+    let mut commits = Vec::new();
+    let mut prepared = Vec::new();
+    {
+        let state = deps.writer.lock();
+        for placed_chunk in placed {
+            let key = placed_chunk.key;
+            let Some(leader) = state.leaders.get(&key) else {
+                continue;
+            };
+            if leader.generation != placed_chunk.chunk.generation {
+                continue;
+            }
+            let mut new_state: PartitionState = leader.committed.clone();
+            new_state.high_watermark = placed_chunk.entry.last_offset + 1;
+            new_state.leader_epoch = leader.epoch;
+            for (batch, base, last, timestamp) in &placed_chunk.chunk.producer_batches {
+                record_batch(&mut new_state.producers, *batch, *base, *last, *timestamp);
+            }
+            commits.push(PartitionCommit {
+                topic_id: key.0,
+                partition: key.1,
+                leader_fence: leader.fence,
+                state: new_state.clone(),
+                index_entry: placed_chunk.entry.clone(),
+            });
+            prepared.push((key, placed_chunk, new_state, leader.generation));
+        }
+    }
+    if commits.is_empty() {
+        return;
+    }
+    let report = commit_segment(
+        deps.meta.as_ref(),
+        &deps.keys,
+        commits,
+        CommitOptions::default(),
+    )
+    .await;
+    deps.metrics
+        .commit_transactions
+        .inc_by(report.transactions as u64);
+    let outcomes = report.outcomes;
+    deps.metrics
+        .flush_commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let mut published = Vec::new();
+    let mut resync = Vec::new();
+    let mut committed_appends = Vec::new();
+    {
+        let mut state = deps.writer.lock();
+        for ((key, placed_chunk, new_state, generation), outcome) in
+            prepared.into_iter().zip(outcomes)
+        {
+            match outcome {
+                CommitOutcome::Committed { revision } => {
+                    deps.metrics.partition_commits.inc();
+                    published.extend(commit_events(
+                        &deps.keys,
+                        key,
+                        &new_state,
+                        &placed_chunk.entry,
+                        revision,
+                    ));
+                    if let Some(leader) = state.leaders.get_mut(&key)
+                        && leader.generation == generation
+                    {
+                        leader.committed = new_state;
+                    }
+                    committed_appends.extend(
+                        placed_chunk
+                            .chunk
+                            .append_ids
+                            .iter()
+                            .filter_map(|id| state.pending.remove(id)),
+                    );
+                }
+                CommitOutcome::Fenced { current_leader } => {
+                    deps.metrics.fenced_commits.inc();
+                    let topic_name = state
+                        .leaders
+                        .get(&key)
+                        .map(|leader| leader.topic_name.clone())
+                        .unwrap_or_default();
+                    let error = LogError::NotLeader {
+                        topic: topic_name,
+                        partition: key.1,
+                        leader: current_leader.map(|leader| leader.agent_id),
+                    };
+                    warn!(topic_id = %key.0, partition = key.1, "commit fenced: another leader holds the partition");
+                    Writer::fail_uncommitted(&mut state, key, &error);
+                    state.leaders.remove(&key);
+                    resync.push(key);
+                }
+                CommitOutcome::Failed(error) => {
+                    deps.metrics.flush_failures.inc();
+                    let definitely_not_applied = matches!(
+                        error,
+                        MetaError::TooManyOps { .. } | MetaError::RequestTooLarge { .. }
+                    );
+                    let log_error = LogError::from(error);
+                    warn!(topic_id = %key.0, partition = key.1, error = %log_error, "segment commit failed");
+                    Writer::fail_uncommitted(&mut state, key, &log_error);
+                    if !definitely_not_applied && let Some(leader) = state.leaders.get_mut(&key) {
+                        // The outcome is unknown: stop appending until a re-claim has fenced
+                        // any late commit and re-read the state.
+                        leader.accepting = false;
+                        resync.push(key);
+                    }
+                }
+            }
+        }
+        deps.metrics
+            .leader_partitions
+            .set(state.leaders.len() as i64);
+    }
+    // Readers on this agent see the commit at once, without waiting for the watch — and
+    // before the producer hears of it, so a fetch after an ack finds the records.
+    deps.view.apply_events(&published);
+    for pending in committed_appends {
+        let ack = pending.ack;
+        pending.complete(&Ok(ack));
+    }
+    for key in resync {
+        let _ = deps.resync.send(key);
+    }
+    deps.writer
+        .shared
+        .leaders_changed
+        .send_modify(|generation| *generation += 1);
+}
+
+/// The watch events a commit produces, to publish into the local view immediately.
+fn commit_events(
+    keys: &Keys,
+    key: PartitionKey,
+    state: &PartitionState,
+    entry: &IndexEntry,
+    revision: shale_meta::Revision,
+) -> Vec<WatchEvent> {
+    let event = |key: Vec<u8>, value: Vec<u8>| WatchEvent {
+        kind: EventKind::Put,
+        kv: KeyValue {
+            key,
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        },
+    };
+    vec![
+        event(
+            keys.index_entry(key.0, key.1, entry.base_offset),
+            entry.encode(),
+        ),
+        event(keys.partition_state(key.0, key.1), state.encode()),
+    ]
+}

@@ -1,0 +1,468 @@
+//! The write side of the engine: the partitions this agent leads, the open segment that
+//! collects their batches, and the flush pipeline that makes them durable.
+//!
+//! Offsets are assigned when a batch enters the open segment: this agent is the only writer
+//! of its partitions (fenced by the leader key), so the next offset is known locally. A batch
+//! is acknowledged only after the segment holding it is in the object store **and** the
+//! metadata transaction that covers its partition has committed. If anything between the
+//! two fails, every batch of that partition after the last commit is failed, and the
+//! partition restarts from the committed state; nothing acknowledged depends on a failure.
+
+mod flush;
+mod open_segment;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use shale_meta::{PartitionState, ProducerState, Revision, TopicRecord};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+
+use crate::producers::{ProducerBatchId, SequenceCheck, check_sequence, record_batch};
+use crate::view::PartitionKey;
+use crate::{LogError, LogMetrics};
+
+pub(crate) use flush::{FlushDeps, run_flusher};
+use open_segment::{OpenBatch, OpenSegment, PendingAppend};
+
+/// Offsets given to one acknowledged append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AppendAck {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: u32,
+}
+
+/// A validated batch ready to be appended: Kafka RecordBatch v2 bytes whose base offset and
+/// partition leader epoch the writer fills in.
+#[derive(Debug)]
+pub(crate) struct PreparedBatch {
+    pub bytes: BytesMut,
+    pub record_count: u32,
+    pub producer: Option<ProducerBatchId>,
+    pub max_timestamp_ms: i64,
+}
+
+/// One append request for one partition.
+#[derive(Debug)]
+pub(crate) struct AppendRequest {
+    pub key: PartitionKey,
+    pub topic: Arc<TopicRecord>,
+    pub partition: u32,
+    pub batches: Vec<PreparedBatch>,
+    pub expected_next_offset: Option<i64>,
+}
+
+impl AppendRequest {
+    fn bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|batch| batch.bytes.len() as u64)
+            .sum()
+    }
+}
+
+/// The future result of an append: resolves when the append is durable or failed.
+pub(crate) type AppendReceiver = oneshot::Receiver<Result<AppendAck, LogError>>;
+
+/// Why a partition is led here and from which committed state it continues.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    pub epoch: u64,
+    /// The leader key's mod revision written by our claim; every commit compares it.
+    pub fence: Revision,
+    /// The partition state as committed when the claim landed.
+    pub state: PartitionState,
+}
+
+/// A partition this agent leads.
+#[derive(Debug)]
+struct LeaderPartition {
+    topic_name: String,
+    epoch: u64,
+    fence: Revision,
+    /// The next offset to assign (includes appends not yet committed).
+    next_offset: i64,
+    /// Producer state including appends not yet committed.
+    producers: BTreeMap<i64, ProducerState>,
+    /// The state as last committed; the next commit builds on it.
+    committed: PartitionState,
+    /// Bumped whenever uncommitted appends are thrown away; appends of an older generation
+    /// are never committed.
+    generation: u64,
+    /// False while the partition is being re-synchronised after an unknown commit outcome.
+    accepting: bool,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    leaders: HashMap<PartitionKey, LeaderPartition>,
+    open: OpenSegment,
+    pending: HashMap<u64, PendingAppend>,
+    next_append_id: u64,
+    shutting_down: bool,
+}
+
+/// The write side. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    shared: Arc<WriterShared>,
+}
+
+#[derive(Debug)]
+struct WriterShared {
+    state: Mutex<WriterState>,
+    buffer: Arc<Semaphore>,
+    buffer_limit: u64,
+    backpressure_timeout: Duration,
+    leader_wait: Duration,
+    flush_bytes: usize,
+    /// Wakes the flusher: data arrived in an empty segment, or the segment is full.
+    flush_wakeup: Notify,
+    leaders_changed: watch::Sender<u64>,
+    metrics: LogMetrics,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        buffer_limit: u64,
+        flush_bytes: u64,
+        backpressure_timeout: Duration,
+        leader_wait: Duration,
+        metrics: LogMetrics,
+    ) -> Self {
+        let permits = usize::try_from(buffer_limit)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            shared: Arc::new(WriterShared {
+                state: Mutex::new(WriterState::default()),
+                buffer: Arc::new(Semaphore::new(permits)),
+                buffer_limit,
+                backpressure_timeout,
+                leader_wait,
+                flush_bytes: usize::try_from(flush_bytes).unwrap_or(usize::MAX),
+                flush_wakeup: Notify::new(),
+                leaders_changed: watch::channel(0).0,
+                metrics,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriterState> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a request's batches; the receiver resolves once they are durable.
+    ///
+    /// Waits for buffer space (backpressure) and, briefly, for this agent to finish claiming
+    /// the partition; then assigns offsets at once, so requests appended in order get
+    /// increasing offsets even though their acknowledgements come later.
+    pub(crate) async fn append(
+        &self,
+        request: AppendRequest,
+        expect_leader: impl Fn() -> Option<String>,
+    ) -> Result<AppendReceiver, LogError> {
+        let permit = self.reserve(request.bytes()).await?;
+        let deadline = tokio::time::Instant::now() + self.shared.leader_wait;
+        let mut leaders_changed = self.shared.leaders_changed.subscribe();
+        let mut request = Some(request);
+        let mut permit = Some(permit);
+        loop {
+            {
+                let mut state = self.lock();
+                if state.shutting_down {
+                    return Err(LogError::ShuttingDown);
+                }
+                let key = request.as_ref().map(|r| r.key).expect("request is present");
+                if state
+                    .leaders
+                    .get(&key)
+                    .is_some_and(|leader| leader.accepting)
+                {
+                    let request = request.take().expect("request is present");
+                    let permit = permit.take().expect("permit is present");
+                    return self.append_locked(&mut state, request, permit);
+                }
+            }
+            let request_ref = request.as_ref().expect("request is present");
+            // Not (yet) ours: wait only if this agent is about to lead it.
+            if let Some(leader) = expect_leader() {
+                return Err(LogError::NotLeader {
+                    topic: request_ref.topic.name.clone(),
+                    partition: request_ref.partition,
+                    leader: Some(leader),
+                });
+            }
+            let timed_out = tokio::time::timeout_at(deadline, leaders_changed.changed())
+                .await
+                .is_err();
+            if timed_out {
+                return Err(LogError::NotLeader {
+                    topic: request_ref.topic.name.clone(),
+                    partition: request_ref.partition,
+                    leader: None,
+                });
+            }
+        }
+    }
+
+    async fn reserve(&self, bytes: u64) -> Result<OwnedSemaphorePermit, LogError> {
+        let permits = u32::try_from(bytes.max(1)).map_err(|_| {
+            LogError::InvalidRequest(format!("a single append of {bytes} bytes is too large"))
+        })?;
+        let acquire = Arc::clone(&self.shared.buffer).acquire_many_owned(permits);
+        match tokio::time::timeout(self.shared.backpressure_timeout, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(LogError::ShuttingDown),
+            Err(_elapsed) => {
+                self.shared.metrics.backpressure_rejections.inc();
+                Err(LogError::Backpressure {
+                    limit: self.shared.buffer_limit,
+                    waited_ms: self.shared.backpressure_timeout.as_millis() as u64,
+                })
+            }
+        }
+    }
+
+    fn append_locked(
+        &self,
+        state: &mut WriterState,
+        mut request: AppendRequest,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<AppendReceiver, LogError> {
+        let (tx, rx) = oneshot::channel();
+        let leader = state
+            .leaders
+            .get_mut(&request.key)
+            .expect("caller checked leadership");
+        if let Some(expected) = request.expected_next_offset
+            && expected != leader.next_offset
+        {
+            return Err(LogError::ConditionFailed {
+                topic: request.topic.name.clone(),
+                partition: request.partition,
+                expected,
+                actual: leader.next_offset,
+            });
+        }
+        // Decide per batch: refuse, answer a retry from memory, or append.
+        let mut to_append = Vec::new();
+        let mut duplicate: Option<AppendAck> = None;
+        for batch in request.batches.drain(..) {
+            if let Some(producer) = batch.producer {
+                match check_sequence(
+                    &leader.producers,
+                    producer,
+                    &request.topic.name,
+                    request.partition,
+                ) {
+                    Ok(SequenceCheck::Append) => {}
+                    Ok(SequenceCheck::Duplicate {
+                        base_offset,
+                        last_offset,
+                    }) => {
+                        self.shared.metrics.duplicate_batches.inc();
+                        duplicate = Some(AppendAck {
+                            base_offset,
+                            last_offset,
+                            record_count: batch.record_count,
+                        });
+                        continue;
+                    }
+                    Err(error) => {
+                        if to_append.is_empty() {
+                            return Err(error);
+                        }
+                        break;
+                    }
+                }
+            }
+            to_append.push(batch);
+        }
+        if to_append.is_empty() {
+            let ack = duplicate.expect("every batch was a duplicate");
+            // A retry of an append that is still in flight waits for the original.
+            if let Some(pending) = state
+                .pending
+                .values_mut()
+                .find(|pending| pending.key == request.key && pending.covers(ack))
+            {
+                pending.waiters.push(tx);
+            } else {
+                let _ = tx.send(Ok(ack));
+            }
+            return Ok(rx);
+        }
+        let epoch = leader.epoch;
+        let base_offset = leader.next_offset;
+        let mut offset = base_offset;
+        let mut record_count = 0u32;
+        let mut producer_updates = Vec::new();
+        let mut open_batches = Vec::with_capacity(to_append.len());
+        for mut batch in to_append {
+            // Prepared batches passed validation, so they hold a whole header.
+            shale_format::set_base_offset(&mut batch.bytes, offset)
+                .expect("a validated batch has a header");
+            shale_format::set_partition_leader_epoch(&mut batch.bytes, epoch as i32)
+                .expect("a validated batch has a header");
+            let last = offset + i64::from(batch.record_count) - 1;
+            if let Some(producer) = batch.producer {
+                record_batch(
+                    &mut leader.producers,
+                    producer,
+                    offset,
+                    last,
+                    batch.max_timestamp_ms,
+                );
+                producer_updates.push((producer, offset, last, batch.max_timestamp_ms));
+            }
+            record_count += batch.record_count;
+            offset = last + 1;
+            open_batches.push(OpenBatch {
+                bytes: batch.bytes.freeze(),
+            });
+        }
+        leader.next_offset = offset;
+        let generation = leader.generation;
+        let ack = AppendAck {
+            base_offset,
+            last_offset: offset - 1,
+            record_count,
+        };
+        let id = state.next_append_id;
+        state.next_append_id += 1;
+        let was_empty = state.open.is_empty();
+        state
+            .open
+            .push(request.key, generation, id, open_batches, producer_updates);
+        state.pending.insert(
+            id,
+            PendingAppend {
+                key: request.key,
+                ack,
+                waiters: vec![tx],
+                _permit: permit,
+            },
+        );
+        self.shared
+            .metrics
+            .buffered_bytes
+            .set(state.open.bytes() as i64);
+        if was_empty || state.open.bytes() >= self.shared.flush_bytes {
+            self.shared.flush_wakeup.notify_one();
+        }
+        Ok(rx)
+    }
+
+    /// Starts leading a partition from the state its claim committed.
+    pub(crate) fn install_leader(&self, key: PartitionKey, topic_name: &str, claim: Claim) {
+        let mut state = self.lock();
+        let generation = state.leaders.get(&key).map_or(0, |old| old.generation + 1);
+        state.leaders.insert(
+            key,
+            LeaderPartition {
+                topic_name: topic_name.to_owned(),
+                epoch: claim.epoch,
+                fence: claim.fence,
+                next_offset: claim.state.high_watermark,
+                producers: claim.state.producers.clone(),
+                committed: claim.state,
+                generation,
+                accepting: true,
+            },
+        );
+        Self::fail_uncommitted(
+            &mut state,
+            key,
+            &LogError::NotLeader {
+                topic: topic_name.to_owned(),
+                partition: key.1,
+                leader: None,
+            },
+        );
+        self.shared
+            .metrics
+            .leader_partitions
+            .set(state.leaders.len() as i64);
+        drop(state);
+        self.shared
+            .leaders_changed
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Stops leading a partition; its uncommitted appends fail with `error`.
+    pub(crate) fn remove_leader(&self, key: PartitionKey, error: &LogError) {
+        let mut state = self.lock();
+        if state.leaders.remove(&key).is_some() {
+            Self::fail_uncommitted(&mut state, key, error);
+        }
+        self.shared
+            .metrics
+            .leader_partitions
+            .set(state.leaders.len() as i64);
+        drop(state);
+        self.shared
+            .leaders_changed
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Stops leading every partition (the agent's lease was lost).
+    pub(crate) fn remove_all_leaders(&self, error: &LogError) {
+        let keys: Vec<PartitionKey> = self.lock().leaders.keys().copied().collect();
+        for key in keys {
+            self.remove_leader(key, error);
+        }
+    }
+
+    /// The partitions led here, with their fences.
+    pub(crate) fn leaders(&self) -> HashMap<PartitionKey, Revision> {
+        self.lock()
+            .leaders
+            .iter()
+            .map(|(key, leader)| (*key, leader.fence))
+            .collect()
+    }
+
+    /// Whether this agent leads and accepts appends for `key`.
+    pub(crate) fn leads(&self, key: PartitionKey) -> bool {
+        self.lock()
+            .leaders
+            .get(&key)
+            .is_some_and(|leader| leader.accepting)
+    }
+
+    /// Refuses new appends; the flusher then drains what is buffered.
+    pub(crate) fn begin_shutdown(&self) {
+        self.lock().shutting_down = true;
+        self.shared.flush_wakeup.notify_one();
+    }
+
+    /// Throws away every uncommitted append of `key` (open segment and in-flight segments):
+    /// bumps the generation so in-flight chunks are never committed, drops the open chunk,
+    /// and fails their producers.
+    fn fail_uncommitted(state: &mut WriterState, key: PartitionKey, error: &LogError) {
+        if let Some(leader) = state.leaders.get_mut(&key) {
+            leader.generation += 1;
+            leader.next_offset = leader.committed.high_watermark;
+            leader.producers = leader.committed.producers.clone();
+        }
+        let dropped_open = state.open.remove_partition(key);
+        let failed: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.key == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            if let Some(pending) = state.pending.remove(&id) {
+                pending.complete(&Err(error.clone()));
+            }
+        }
+        let _ = dropped_open;
+    }
+}

@@ -1,0 +1,889 @@
+//! The engine against real backends: etcd + moto, and the embedded store + a local folder.
+//! Every scenario runs on both.
+#![allow(clippy::unwrap_used)] // scenarios run through a macro, not #[test] fns
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use harness::{Backends, Harness, test_config};
+use object_store::ObjectStoreExt as _;
+use shale_format::{BatchOptions, Compression, Header, Record, encode_batch};
+use shale_log::{
+    FetchRequest, GroupOffset, LogError, OffsetSpec, ProduceRecords, ProducerIdentity,
+};
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn etcd_and_s3() {
+                    super::$scenario(super::Backends::EtcdS3).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$scenario(super::Backends::Embedded).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    round_trip_with_every_codec,
+    offsets_are_dense_and_survive_restart,
+    idempotent_retry_creates_no_duplicate,
+    conditional_append_writes_nothing_on_mismatch,
+    long_poll_wakes_on_new_data,
+    timestamp_lookup_is_exact,
+    group_offsets_commit_and_resume,
+    bad_input_gets_clear_errors,
+    object_store_outage_fails_produce_and_loses_nothing,
+    corrupt_object_is_an_error_never_data,
+    thousand_partitions_flush_in_few_puts,
+    backpressure_refuses_when_the_buffer_stays_full,
+    deleted_topic_is_gone_and_its_name_reusable,
+);
+
+fn record(key: Option<&str>, value: &str, timestamp_ms: i64) -> (Record, Option<i64>) {
+    (
+        Record {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: vec![Header {
+                key: "source".to_owned(),
+                value: Some(Bytes::from_static(b"test")),
+            }],
+            timestamp_ms: 0,
+        },
+        Some(timestamp_ms),
+    )
+}
+
+fn produce_to(topic: &str, partition: u32, values: &[&str]) -> ProduceRecords {
+    ProduceRecords {
+        topic: topic.to_owned(),
+        partition: Some(partition),
+        records: values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| record(Some(&format!("k{i}")), v, 1_000 + i as i64))
+            .collect(),
+        ..ProduceRecords::default()
+    }
+}
+
+fn fetch_from(topic: &str, partition: u32, offset: i64) -> FetchRequest {
+    FetchRequest {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        max_bytes: 16 << 20,
+        max_wait: Duration::ZERO,
+    }
+}
+
+/// Values of every committed record of a partition, from `offset`.
+async fn read_all(h: &Harness, topic: &str, partition: u32, offset: i64) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut next = offset;
+    loop {
+        let fetched = h
+            .log()
+            .fetch_records(&fetch_from(topic, partition, next), 0)
+            .await
+            .unwrap();
+        if fetched.records.is_empty() {
+            return out;
+        }
+        for r in fetched.records {
+            out.push((
+                r.offset,
+                String::from_utf8(r.record.value.unwrap().to_vec()).unwrap(),
+            ));
+        }
+        next = fetched.next_offset;
+    }
+}
+
+async fn round_trip_with_every_codec(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("codecs", 1).await;
+    let mut expected = Vec::new();
+    for (i, codec) in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut request = produce_to(
+            "codecs",
+            0,
+            &[&format!("{codec:?}-a"), &format!("{codec:?}-b")],
+        );
+        request.records[0].0.key = None;
+        request.records[1].0.headers.push(Header {
+            key: "null-valued".to_owned(),
+            value: None,
+        });
+        request.compression = Some(codec);
+        let acks = h
+            .log()
+            .produce(request.clone())
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(acks[0].base_offset, 2 * i as i64);
+        assert_eq!(acks[0].last_offset, 2 * i as i64 + 1);
+        expected.extend(request.records);
+    }
+    let fetched = h
+        .log()
+        .fetch_records(&fetch_from("codecs", 0, 0), 0)
+        .await
+        .unwrap();
+    assert_eq!(fetched.records.len(), expected.len());
+    for (offset, (got, (want, want_ts))) in fetched.records.iter().zip(&expected).enumerate() {
+        assert_eq!(got.offset, offset as i64);
+        assert_eq!(got.record.key, want.key);
+        assert_eq!(got.record.value, want.value);
+        assert_eq!(got.record.headers, want.headers);
+        assert_eq!(Some(got.record.timestamp_ms), *want_ts);
+    }
+    // Stored batches keep the codec they were produced with.
+    let batches = h
+        .log()
+        .fetch(&fetch_from("codecs", 0, 0))
+        .await
+        .unwrap()
+        .batches;
+    let codecs: Vec<_> = batches
+        .iter()
+        .map(shale_format::RecordBatch::compression)
+        .collect();
+    assert_eq!(
+        codecs,
+        [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd
+        ]
+    );
+
+    // A topic with compression.type recompresses whatever arrives.
+    let configs = BTreeMap::from([("compression.type".to_owned(), "zstd".to_owned())]);
+    h.create_topic_with("zstd-topic", 1, &configs).await;
+    let mut request = produce_to("zstd-topic", 0, &["plain"]);
+    request.compression = Some(Compression::Gzip);
+    h.log()
+        .produce(request)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let raw = encode_batch(
+        &[Record {
+            key: None,
+            value: Some(Bytes::from_static(b"from a kafka client")),
+            headers: vec![],
+            timestamp_ms: 5,
+        }],
+        &BatchOptions {
+            compression: Compression::Lz4,
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    h.log()
+        .produce_batches("zstd-topic", 0, raw)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let batches = h
+        .log()
+        .fetch(&fetch_from("zstd-topic", 0, 0))
+        .await
+        .unwrap()
+        .batches;
+    assert!(batches.iter().all(|b| b.compression() == Compression::Zstd));
+    assert_eq!(
+        read_all(&h, "zstd-topic", 0, 0).await,
+        [(0, "plain".into()), (1, "from a kafka client".into())]
+    );
+}
+
+async fn offsets_are_dense_and_survive_restart(backends: Backends) {
+    let mut h = Harness::start(backends).await;
+    h.create_topic("dense", 2).await;
+    let mut expected: [Vec<String>; 2] = Default::default();
+    for round in 0..3 {
+        for partition in 0..2u32 {
+            let values: Vec<String> = (0..10)
+                .map(|i| format!("r{round}-p{partition}-{i}"))
+                .collect();
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            let acks = h
+                .log()
+                .produce(produce_to("dense", partition, &refs))
+                .await
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            assert_eq!(acks[0].base_offset, round * 10);
+            expected[partition as usize].extend(values);
+        }
+    }
+    h.restart().await;
+    let acks = h
+        .log()
+        .produce(produce_to("dense", 1, &["after-restart"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(acks[0].base_offset, 30, "offsets continue after a restart");
+    expected[1].push("after-restart".to_owned());
+    for partition in 0..2u32 {
+        let got = read_all(&h, "dense", partition, 0).await;
+        let offsets: Vec<i64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (0..expected[partition as usize].len() as i64).collect::<Vec<_>>()
+        );
+        let values: Vec<String> = got.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, expected[partition as usize]);
+    }
+}
+
+async fn idempotent_retry_creates_no_duplicate(backends: Backends) {
+    let mut h = Harness::start(backends).await;
+    h.create_topic("idem", 1).await;
+    let with_producer = |sequence: i32, values: &[&str]| ProduceRecords {
+        producer: Some(ProducerIdentity {
+            producer_id: 42,
+            epoch: 0,
+            base_sequence: sequence,
+        }),
+        ..produce_to("idem", 0, values)
+    };
+    let first = h
+        .log()
+        .produce(with_producer(0, &["a", "b", "c"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let retry = h
+        .log()
+        .produce(with_producer(0, &["a", "b", "c"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(first, retry, "a retry gets the original offsets");
+    let next = h
+        .log()
+        .produce(with_producer(3, &["d"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(next[0].base_offset, 3);
+    let gap = h.log().produce(with_producer(9, &["x"])).await.unwrap_err();
+    assert!(
+        matches!(
+            gap,
+            LogError::OutOfOrderSequence {
+                expected: 4,
+                received: 9,
+                ..
+            }
+        ),
+        "{gap}"
+    );
+    // Producer state is committed with the data, so a retry after a restart is still caught.
+    h.restart().await;
+    let retry = h
+        .log()
+        .produce(with_producer(3, &["d"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(retry[0].base_offset, 3);
+    let with_epoch = |epoch: i16, sequence: i32, value: &str| ProduceRecords {
+        producer: Some(ProducerIdentity {
+            producer_id: 42,
+            epoch,
+            base_sequence: sequence,
+        }),
+        ..produce_to("idem", 0, &[value])
+    };
+    // A bumped epoch starts over at sequence 0 and fences the old epoch.
+    let bumped = h
+        .log()
+        .produce(with_epoch(1, 0, "e"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(bumped[0].base_offset, 4);
+    let fenced = h
+        .log()
+        .produce(with_epoch(0, 4, "zombie"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            fenced,
+            LogError::ProducerFenced {
+                epoch: 0,
+                current: 1,
+                ..
+            }
+        ),
+        "{fenced}"
+    );
+    let values: Vec<String> = read_all(&h, "idem", 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["a", "b", "c", "d", "e"]);
+}
+
+async fn conditional_append_writes_nothing_on_mismatch(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("cond", 1).await;
+    let conditional = |expected: i64, value: &str| ProduceRecords {
+        expected_next_offset: Some(expected),
+        ..produce_to("cond", 0, &[value])
+    };
+    let acks = h
+        .log()
+        .produce(conditional(0, "first"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(acks[0].base_offset, 0);
+    let error = h.log().produce(conditional(0, "stale")).await.unwrap_err();
+    assert_eq!(
+        error,
+        LogError::ConditionFailed {
+            topic: "cond".into(),
+            partition: 0,
+            expected: 0,
+            actual: 1
+        }
+    );
+    h.log()
+        .produce(conditional(1, "second"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let values: Vec<String> = read_all(&h, "cond", 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["first", "second"]);
+}
+
+async fn long_poll_wakes_on_new_data(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("poll", 1).await;
+    let log = h.log().clone();
+    let waiting = tokio::spawn(async move {
+        log.fetch_records(
+            &FetchRequest {
+                max_wait: Duration::from_secs(20),
+                ..fetch_from("poll", 0, 0)
+            },
+            0,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fetch at the high watermark waits"
+    );
+    h.log()
+        .produce(produce_to("poll", 0, &["wake"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let fetched = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        fetched.records.len(),
+        1,
+        "the waiting fetch returns the new record"
+    );
+    assert_eq!(fetched.high_watermark, 1);
+}
+
+async fn timestamp_lookup_is_exact(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("times", 1).await;
+    // Timestamps are not monotonic; each produce lands in its own segment.
+    for chunk in [[1_000, 5_000], [3_000, 7_000], [2_000, 9_000]] {
+        let request = ProduceRecords {
+            topic: "times".into(),
+            partition: Some(0),
+            records: chunk
+                .iter()
+                .map(|ts| record(None, &ts.to_string(), *ts))
+                .collect(),
+            ..ProduceRecords::default()
+        };
+        h.log()
+            .produce(request)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    // offsets:      0      1      2      3      4      5
+    // timestamps: 1000   5000   3000   7000   2000   9000
+    for (target, want) in [
+        (0, Some(0)),
+        (1_000, Some(0)),
+        (1_001, Some(1)),
+        (5_000, Some(1)),
+        (5_001, Some(3)),
+        (7_500, Some(5)),
+        (9_000, Some(5)),
+        (9_001, None),
+    ] {
+        let got = h
+            .log()
+            .list_offset("times", 0, OffsetSpec::Timestamp(target))
+            .await
+            .unwrap()
+            .map(|r| r.offset);
+        assert_eq!(got, want, "first offset with timestamp >= {target}");
+    }
+    let earliest = h
+        .log()
+        .list_offset("times", 0, OffsetSpec::Earliest)
+        .await
+        .unwrap()
+        .unwrap();
+    let latest = h
+        .log()
+        .list_offset("times", 0, OffsetSpec::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((earliest.offset, latest.offset), (0, 6));
+}
+
+async fn group_offsets_commit_and_resume(backends: Backends) {
+    let mut h = Harness::start(backends).await;
+    h.create_topic("orders", 3).await;
+    let commit = [
+        GroupOffset {
+            partition: 0,
+            offset: 10,
+            metadata: "m0".into(),
+        },
+        GroupOffset {
+            partition: 2,
+            offset: 7,
+            metadata: String::new(),
+        },
+    ];
+    h.log()
+        .commit_group_offsets("billing/eu", "orders", &commit)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.log()
+            .fetch_group_offsets("billing/eu", "orders", &[])
+            .await
+            .unwrap(),
+        commit
+    );
+    assert!(
+        h.log()
+            .fetch_group_offsets("other", "orders", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    h.restart().await;
+    assert_eq!(
+        h.log()
+            .fetch_group_offsets("billing/eu", "orders", &[2])
+            .await
+            .unwrap(),
+        commit[1..]
+    );
+    // Offsets of a deleted topic do not leak into a new topic of the same name.
+    h.log().delete_topic("orders").await.unwrap();
+    h.create_topic("orders", 3).await;
+    assert!(
+        h.log()
+            .fetch_group_offsets("billing/eu", "orders", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn bad_input_gets_clear_errors(backends: Backends) {
+    let h = Harness::start(backends).await;
+    let small = BTreeMap::from([("max.message.bytes".to_owned(), "200".to_owned())]);
+    h.create_topic_with("strict", 2, &small).await;
+    h.log()
+        .produce(produce_to("strict", 0, &["ok"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let log = h.log();
+
+    let error = log
+        .produce(produce_to("missing", 0, &["x"]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "topic \"missing\" does not exist");
+    let error = log
+        .produce(produce_to("strict", 5, &["x"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LogError::UnknownPartition {
+                partition: 5,
+                partitions: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let error = log
+        .produce(produce_to("strict", 0, &[&"x".repeat(500)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LogError::MessageTooLarge { limit: 200, .. }),
+        "{error}"
+    );
+    let empty = ProduceRecords {
+        topic: "strict".into(),
+        partition: Some(0),
+        ..ProduceRecords::default()
+    };
+    assert!(matches!(
+        log.produce(empty).await.unwrap_err(),
+        LogError::InvalidRequest(_)
+    ));
+    let error = log.fetch(&fetch_from("strict", 0, 5)).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "offset 5 is out of range for strict/0: stored offsets are 0 to 1"
+    );
+    assert!(matches!(
+        log.fetch(&fetch_from("strict", 0, -1)).await.unwrap_err(),
+        LogError::OffsetOutOfRange { .. }
+    ));
+    assert!(matches!(
+        log.fetch(&fetch_from("strict", 9, 0)).await.unwrap_err(),
+        LogError::UnknownPartition { .. }
+    ));
+    for name in ["", "has space", "slash/y", "..", &"x".repeat(250)] {
+        let error = log
+            .create_topic(name, 1, &BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LogError::InvalidTopicName { .. }),
+            "{name:?}: {error}"
+        );
+    }
+    assert!(matches!(
+        log.create_topic("strict", 1, &BTreeMap::new())
+            .await
+            .unwrap_err(),
+        LogError::TopicExists { .. }
+    ));
+    assert!(matches!(
+        log.create_topic("zero", 0, &BTreeMap::new())
+            .await
+            .unwrap_err(),
+        LogError::InvalidRequest(_)
+    ));
+    let bad_config = BTreeMap::from([("retention.ms".to_owned(), "forever".to_owned())]);
+    assert!(matches!(
+        log.create_topic("cfg", 1, &bad_config).await.unwrap_err(),
+        LogError::InvalidConfig(_)
+    ));
+    // A client batch with a broken CRC is refused and nothing is written.
+    let mut raw = encode_batch(
+        &[Record {
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![],
+            timestamp_ms: 1,
+        }],
+        &BatchOptions::default(),
+    )
+    .unwrap()
+    .to_vec();
+    let last = raw.len() - 1;
+    raw[last] ^= 0xff;
+    let error = log
+        .produce_batches("strict", 0, Bytes::from(raw))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::InvalidBatch(_)), "{error}");
+    assert!(matches!(
+        log.produce_batches("strict", 0, Bytes::new())
+            .await
+            .unwrap_err(),
+        LogError::InvalidRequest(_)
+    ));
+    let latest = log
+        .list_offset("strict", 0, OffsetSpec::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.offset, 1, "refused requests wrote nothing");
+}
+
+async fn object_store_outage_fails_produce_and_loses_nothing(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("outage", 1).await;
+    h.log()
+        .produce(produce_to("outage", 0, &["before-1", "before-2"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    h.faults.set_unavailable(true);
+    let error = h
+        .log()
+        .produce(produce_to("outage", 0, &["during"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::StorageUnavailable(_)), "{error}");
+    assert!(error.is_retryable());
+    h.faults.set_unavailable(false);
+    let acks = h
+        .log()
+        .produce(produce_to("outage", 0, &["after"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        acks[0].base_offset, 2,
+        "the failed produce consumed no offset"
+    );
+    let got = read_all(&h, "outage", 0, 0).await;
+    assert_eq!(
+        got,
+        [
+            (0, "before-1".into()),
+            (1, "before-2".into()),
+            (2, "after".into())
+        ]
+    );
+}
+
+async fn corrupt_object_is_an_error_never_data(backends: Backends) {
+    let mut h = Harness::start(backends).await;
+    h.create_topic("rot", 1).await;
+    h.log()
+        .produce(produce_to("rot", 0, &["precious"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    h.restart().await; // empty cache: the next read goes to the object store
+    let store = h.object_store();
+    let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
+        .await
+        .unwrap();
+    let segment = objects
+        .iter()
+        .find(|o| {
+            shale_storage::paths::ObjectName::parse(&o.location)
+                .is_ok_and(|name| name.kind() == shale_storage::paths::ObjectKind::Segment)
+        })
+        .expect("a segment");
+    let mut bytes = store
+        .get(&segment.location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    // Flip a byte inside the record value.
+    let at = bytes.windows(8).position(|w| w == b"precious").unwrap();
+    bytes[at] ^= 0x01;
+    store.put(&segment.location, bytes.into()).await.unwrap();
+    let error = h
+        .log()
+        .fetch_records(&fetch_from("rot", 0, 0), 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::CorruptData(_)), "{error}");
+    assert!(error.to_string().contains("checksum"), "{error}");
+}
+
+async fn thousand_partitions_flush_in_few_puts(backends: Backends) {
+    let config = harness::test_config();
+    let h = Harness::start_with(
+        backends,
+        shale_log::LogConfig {
+            flush_interval: Duration::from_millis(500),
+            ..config
+        },
+    )
+    .await;
+    h.create_topic("wide", 1000).await;
+    let before = h.storage_metrics.snapshot();
+    let mut tickets = Vec::new();
+    for partition in 0..1000u32 {
+        tickets.push(
+            h.log()
+                .produce(produce_to("wide", partition, &["v"]))
+                .await
+                .unwrap(),
+        );
+    }
+    for ticket in tickets {
+        let acks = ticket.wait().await.unwrap();
+        assert_eq!(acks[0].base_offset, 0);
+    }
+    let puts = h.storage_metrics.snapshot().puts - before.puts;
+    assert!(
+        (1..=4).contains(&puts),
+        "1,000 partitions in one flush window took {puts} PUTs"
+    );
+    for partition in [0, 499, 999] {
+        assert_eq!(read_all(&h, "wide", partition, 0).await, [(0, "v".into())]);
+    }
+}
+
+async fn backpressure_refuses_when_the_buffer_stays_full(backends: Backends) {
+    let h = Harness::start_with(
+        backends,
+        shale_log::LogConfig {
+            flush_bytes: bytesize::ByteSize::kib(8),
+            max_buffered_bytes: bytesize::ByteSize::kib(32),
+            default_max_message_bytes: 16 << 10,
+            backpressure_timeout: Duration::from_millis(300),
+            ..test_config()
+        },
+    )
+    .await;
+    h.create_topic("pressure", 1).await;
+    h.faults.set_delay(Duration::from_secs(3));
+    let value = "x".repeat(4 << 10);
+    let mut tickets = Vec::new();
+    let mut refused = None;
+    for _ in 0..32 {
+        match h.log().produce(produce_to("pressure", 0, &[&value])).await {
+            Ok(ticket) => tickets.push(ticket),
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a full buffer refuses produces");
+    assert!(
+        matches!(refused, LogError::Backpressure { .. }),
+        "{refused}"
+    );
+    h.faults.set_delay(Duration::ZERO);
+    for ticket in tickets {
+        ticket.wait().await.unwrap();
+    }
+    h.log()
+        .produce(produce_to("pressure", 0, &["after"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+}
+
+async fn deleted_topic_is_gone_and_its_name_reusable(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("ephemeral", 2).await;
+    h.log()
+        .produce(produce_to("ephemeral", 1, &["old"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    h.log().delete_topic("ephemeral").await.unwrap();
+    assert!(matches!(
+        h.log()
+            .produce(produce_to("ephemeral", 1, &["x"]))
+            .await
+            .unwrap_err(),
+        LogError::UnknownTopic { .. }
+    ));
+    assert!(matches!(
+        h.log().delete_topic("ephemeral").await.unwrap_err(),
+        LogError::UnknownTopic { .. }
+    ));
+    h.create_topic("ephemeral", 2).await;
+    assert!(
+        read_all(&h, "ephemeral", 1, 0).await.is_empty(),
+        "a re-created topic starts empty"
+    );
+    let acks = h
+        .log()
+        .produce(produce_to("ephemeral", 1, &["new"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(acks[0].base_offset, 0);
+}
