@@ -214,6 +214,13 @@ impl StorageMetrics {
             "Block-cache range reads that failed",
             inner.cache_errors.clone(),
         );
+        // Every series exists from the start, at zero: a scrape before the first request
+        // then reads 0 rather than a missing metric (rate() and diffs need both ends).
+        for op in StoreOp::ALL {
+            for outcome in [Outcome::Ok, Outcome::Error] {
+                let _ = inner.requests.get_or_create(&RequestLabels { op, outcome });
+            }
+        }
         Self {
             inner: Arc::new(inner),
         }

@@ -371,6 +371,10 @@ fn percent_decode(path: &str) -> Result<String, &'static str> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).ok_or("truncated percent-escape")?;
+            // from_str_radix would accept a sign ("%+1"), so check the digits first.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err("invalid percent-escape");
+            }
             let hex = std::str::from_utf8(hex).map_err(|_| "invalid percent-escape")?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| "invalid percent-escape")?);
             i += 3;
@@ -525,5 +529,13 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("max_attempts"), "{text}");
         assert!(!text.contains("endpoint"), "{text}");
+    }
+
+    #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        assert_eq!(percent_decode("a%2Fb%41").unwrap(), "a/bA");
+        for bad in ["%+1", "%-1", "%g0", "%4", "x%"] {
+            assert!(percent_decode(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -23,7 +23,8 @@ pub struct IndexEntry {
     pub record_count: i64,
     /// Number of record batches in the chunk.
     pub batch_count: u32,
-    /// Smallest and largest record timestamp in the chunk, ms (reads by timestamp).
+    /// Smallest batch first timestamp and largest batch max timestamp of the chunk, ms
+    /// (reads by timestamp resolve through the max; the min is not a strict lower bound).
     pub min_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
     /// CRC32C of the chunk's bytes.

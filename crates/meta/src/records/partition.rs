@@ -46,7 +46,8 @@ pub struct ProducerBatch {
 }
 
 /// `…/leader`: the agent leading the partition. Written under that agent's lease, so it
-/// disappears with the agent. Its create revision is the fence every commit compares.
+/// disappears with the agent. Its mod revision is the fence every commit compares: only
+/// claims write this key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LeaderRecord {

@@ -1,0 +1,296 @@
+//! The agent's configuration: typed, documented, layered.
+//!
+//! Precedence, lowest first: built-in defaults → the TOML file given by `--config` →
+//! `SHALE_*` environment variables (e.g. `SHALE_FLUSH_INTERVAL=100ms`) → command-line flags.
+//! Durations take human units (`250ms`, `10s`), sizes take byte units (`8MiB`, `10GiB`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use shale_log::LogConfig;
+
+use crate::AgentError;
+
+/// Every setting of `shale agent`. docs/operations.md lists them with defaults and units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Stable identity of this agent, unique in the cluster (e.g. the pod name).
+    pub agent_id: String,
+    /// Metadata store: `etcd://host:port[,host:port...]`, or `file:///path` for the embedded
+    /// single-process store.
+    pub metadata: String,
+    /// Key prefix of this cluster in the metadata store (several clusters can share an etcd).
+    pub metadata_prefix: String,
+    /// Object store: `s3://bucket/prefix` (endpoint, region and credentials from the AWS
+    /// environment or `?endpoint=…&region=…` parameters), `file:///path` or `memory://`.
+    pub object_store: String,
+    /// Directory of the local disk cache. Its content is disposable.
+    pub cache_dir: PathBuf,
+    /// Disk space the cache may use.
+    pub cache_size: ByteSize,
+    /// Memory the cache may use.
+    pub cache_memory: ByteSize,
+    /// Unit of caching and of ranged GETs.
+    pub cache_block_size: ByteSize,
+    /// Seal the open segment this long after its first record (one PUT per interval).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Seal the open segment once it holds this many bytes.
+    pub flush_bytes: ByteSize,
+    /// Produced bytes held before producers get backpressure.
+    pub max_buffered_bytes: ByteSize,
+    /// How long a produce waits for buffer space before RESOURCE_EXHAUSTED.
+    #[serde(with = "humantime_serde")]
+    pub backpressure_timeout: Duration,
+    /// Segments uploaded concurrently.
+    pub upload_concurrency: usize,
+    /// TTL of the agent's metadata lease (failover time after a crash).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Native gRPC API listener.
+    pub grpc_addr: SocketAddr,
+    /// HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+    pub http_addr: SocketAddr,
+    /// Check at start-up that the object store honours create-only (conditional) PUTs.
+    pub check_conditional_writes: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        let engine = LogConfig::default();
+        Self {
+            agent_id: engine.agent_id,
+            metadata: "etcd://127.0.0.1:2379".to_owned(),
+            metadata_prefix: "/shale".to_owned(),
+            object_store: String::new(),
+            cache_dir: PathBuf::from("shale-cache"),
+            cache_size: ByteSize::gib(10),
+            cache_memory: ByteSize::mib(256),
+            cache_block_size: ByteSize::mib(1),
+            flush_interval: engine.flush_interval,
+            flush_bytes: engine.flush_bytes,
+            max_buffered_bytes: engine.max_buffered_bytes,
+            backpressure_timeout: engine.backpressure_timeout,
+            upload_concurrency: engine.upload_concurrency,
+            lease_ttl: engine.lease_ttl,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            check_conditional_writes: true,
+        }
+    }
+}
+
+/// The keys `SHALE_*` environment variables may set (others, like the client's `SHALE_ADDR`,
+/// are not the agent's).
+pub const CONFIG_KEYS: &[&str] = &[
+    "agent_id",
+    "metadata",
+    "metadata_prefix",
+    "object_store",
+    "cache_dir",
+    "cache_size",
+    "cache_memory",
+    "cache_block_size",
+    "flush_interval",
+    "flush_bytes",
+    "max_buffered_bytes",
+    "backpressure_timeout",
+    "upload_concurrency",
+    "lease_ttl",
+    "grpc_addr",
+    "http_addr",
+    "check_conditional_writes",
+];
+
+/// Command-line overrides; only the flags given are applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, clap::Args)]
+pub struct AgentFlags {
+    /// This agent's id (env SHALE_AGENT_ID).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Metadata store: etcd://h:p[,h:p...] or file:///path (env SHALE_METADATA).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    /// Object store: s3://bucket/prefix, file:///path or memory:// (env SHALE_OBJECT_STORE).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<String>,
+    /// Local cache directory (env SHALE_CACHE_DIR).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// Disk cache size, e.g. 10GiB (env SHALE_CACHE_SIZE).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<String>,
+    /// Seal interval, e.g. 250ms (env SHALE_FLUSH_INTERVAL).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_interval: Option<String>,
+    /// Seal size, e.g. 8MiB (env SHALE_FLUSH_BYTES).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_bytes: Option<String>,
+    /// gRPC listen address (env SHALE_GRPC_ADDR; default 127.0.0.1:7070).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address for /metrics, /healthz, /readyz (env SHALE_HTTP_ADDR; default
+    /// 127.0.0.1:7071).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+}
+
+impl AgentConfig {
+    /// Layers defaults, `file`, the `SHALE_*` environment and `flags`.
+    pub fn load(file: Option<&std::path::Path>, flags: &AgentFlags) -> Result<Self, AgentError> {
+        Self::load_with_env(file, flags, Env::prefixed("SHALE_"))
+    }
+
+    fn load_with_env(
+        file: Option<&std::path::Path>,
+        flags: &AgentFlags,
+        env: Env,
+    ) -> Result<Self, AgentError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(AgentError::Config(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // Env keys keep their case (`FLUSH_INTERVAL`); config keys are lowercase.
+        let env = env.filter(|key| {
+            CONFIG_KEYS
+                .iter()
+                .any(|known| key.as_str().eq_ignore_ascii_case(known))
+        });
+        figment = figment.merge(env).merge(Serialized::defaults(flags));
+        let config: Self = figment
+            .extract()
+            .map_err(|error| AgentError::Config(error.to_string().to_lowercase()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects settings the agent cannot run with.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        if self.object_store.is_empty() {
+            return Err(AgentError::Config(
+                "no object store configured: set --object-store (or SHALE_OBJECT_STORE) to s3://bucket/prefix, file:///path or memory://".to_owned(),
+            ));
+        }
+        if self.cache_block_size.as_u64() < 4096 {
+            return Err(AgentError::Config(format!(
+                "cache block size {} must be at least 4 KiB",
+                self.cache_block_size
+            )));
+        }
+        self.engine_config()
+            .validate()
+            .map_err(|error| AgentError::Config(error.to_string()))
+    }
+
+    /// The engine's part of the configuration.
+    pub fn engine_config(&self) -> LogConfig {
+        LogConfig {
+            agent_id: self.agent_id.clone(),
+            flush_interval: self.flush_interval,
+            flush_bytes: self.flush_bytes,
+            max_buffered_bytes: self.max_buffered_bytes,
+            backpressure_timeout: self.backpressure_timeout,
+            upload_concurrency: self.upload_concurrency,
+            lease_ttl: self.lease_ttl,
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error, as its API requires
+mod tests {
+    use super::*;
+
+    /// An environment provider that sees nothing, so the test ignores the real environment.
+    fn no_env() -> Env {
+        Env::prefixed("SHALE_CONFIG_TEST_NOTHING_")
+    }
+
+    #[test]
+    fn defaults_need_an_object_store() {
+        let error = AgentConfig::load_with_env(None, &AgentFlags::default(), no_env()).unwrap_err();
+        assert!(
+            error.to_string().contains("no object store configured"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "shale.toml",
+                r#"
+                object_store = "memory://"
+                flush_interval = "100ms"
+                flush_bytes = "4MiB"
+                agent_id = "from-file"
+                "#,
+            )?;
+            jail.set_env("SHALE_FLUSH_INTERVAL", "50ms");
+            jail.set_env("SHALE_AGENT_ID", "from-env");
+            jail.set_env("SHALE_ADDR", "http://client-only:1");
+            let flags = AgentFlags {
+                agent_id: Some("from-flag".to_owned()),
+                ..AgentFlags::default()
+            };
+            let config =
+                AgentConfig::load(Some(std::path::Path::new("shale.toml")), &flags).unwrap();
+            assert_eq!(config.object_store, "memory://");
+            assert_eq!(config.flush_bytes, ByteSize::mib(4));
+            assert_eq!(config.flush_interval, Duration::from_millis(50));
+            assert_eq!(config.agent_id, "from-flag");
+            assert_eq!(config.grpc_addr, SocketAddr::from(([127, 0, 0, 1], 7070)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_units_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                "object_store = \"memory://\"\nflush_intervall = \"1s\"",
+            )?;
+            let error = AgentConfig::load(
+                Some(std::path::Path::new("bad.toml")),
+                &AgentFlags::default(),
+            )
+            .unwrap_err();
+            assert!(error.to_string().contains("flush_intervall"), "{error}");
+            jail.create_file(
+                "units.toml",
+                "object_store = \"memory://\"\nflush_interval = \"soon\"",
+            )?;
+            let error = AgentConfig::load(
+                Some(std::path::Path::new("units.toml")),
+                &AgentFlags::default(),
+            )
+            .unwrap_err();
+            assert!(error.to_string().contains("flush_interval"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,121 @@
+//! Conversions between the wire types of `shale.v1` and the engine's types, validated once
+//! at the boundary.
+
+use shale_format::{Compression, DecodedRecord, Header, Record};
+use shale_log::{
+    LogError, PartitionAck, PartitionDescription, ProduceRecords, ProducerIdentity,
+    TopicDescription,
+};
+use shale_proto::v1;
+
+/// A native produce request as the engine takes it.
+pub(crate) fn produce_request(request: v1::ProduceRequest) -> Result<ProduceRecords, LogError> {
+    let compression = compression(request.compression)?;
+    let records = request
+        .records
+        .into_iter()
+        .map(|record| {
+            let timestamp = record.timestamp_ms;
+            (
+                Record {
+                    key: record.key,
+                    value: record.value,
+                    headers: record
+                        .headers
+                        .into_iter()
+                        .map(|header| Header {
+                            key: header.key,
+                            value: header.value,
+                        })
+                        .collect(),
+                    timestamp_ms: 0,
+                },
+                timestamp,
+            )
+        })
+        .collect();
+    Ok(ProduceRecords {
+        topic: request.topic,
+        partition: request.partition,
+        records,
+        expected_next_offset: request.expected_next_offset,
+        producer: request.producer.map(|producer| ProducerIdentity {
+            producer_id: producer.producer_id,
+            epoch: i16::try_from(producer.producer_epoch).unwrap_or(-1),
+            base_sequence: producer.base_sequence,
+        }),
+        compression,
+    })
+}
+
+fn compression(value: i32) -> Result<Option<Compression>, LogError> {
+    Ok(match v1::Compression::try_from(value) {
+        Ok(v1::Compression::Unspecified) => None,
+        Ok(v1::Compression::None) => Some(Compression::None),
+        Ok(v1::Compression::Gzip) => Some(Compression::Gzip),
+        Ok(v1::Compression::Snappy) => Some(Compression::Snappy),
+        Ok(v1::Compression::Lz4) => Some(Compression::Lz4),
+        Ok(v1::Compression::Zstd) => Some(Compression::Zstd),
+        Err(_) => {
+            return Err(LogError::InvalidRequest(format!(
+                "unknown compression value {value}"
+            )));
+        }
+    })
+}
+
+/// The acks of a produce.
+pub(crate) fn produce_response(acks: Vec<PartitionAck>) -> v1::ProduceResponse {
+    v1::ProduceResponse {
+        acks: acks
+            .into_iter()
+            .map(|ack| v1::PartitionAck {
+                partition: ack.partition,
+                base_offset: ack.base_offset,
+                last_offset: ack.last_offset,
+                record_count: ack.record_count,
+            })
+            .collect(),
+    }
+}
+
+/// A stored record on the wire.
+pub(crate) fn stored_record(record: DecodedRecord) -> v1::StoredRecord {
+    v1::StoredRecord {
+        offset: record.offset,
+        timestamp_ms: record.record.timestamp_ms,
+        key: record.record.key,
+        value: record.record.value,
+        headers: record
+            .record
+            .headers
+            .into_iter()
+            .map(|header| v1::Header {
+                key: header.key,
+                value: header.value,
+            })
+            .collect(),
+    }
+}
+
+/// A topic on the wire.
+pub(crate) fn topic_info(topic: TopicDescription) -> v1::TopicInfo {
+    v1::TopicInfo {
+        name: topic.name,
+        topic_id: topic.id.to_string(),
+        partitions: topic.partitions,
+        configs: topic.configs.into_iter().collect(),
+        created_at_ms: topic.created_at_ms,
+    }
+}
+
+/// A partition on the wire.
+pub(crate) fn partition_info(partition: PartitionDescription) -> v1::PartitionInfo {
+    v1::PartitionInfo {
+        partition: partition.partition,
+        leader: partition.leader.unwrap_or_default(),
+        leader_epoch: partition.leader_epoch,
+        log_start_offset: partition.log_start,
+        high_watermark: partition.high_watermark,
+    }
+}

@@ -1,0 +1,26 @@
+//! The Shale agent: serves the native gRPC API (`shale.v1`) and an HTTP endpoint for
+//! metrics and health over the engine (`shale-log`), configured from defaults, a file,
+//! `SHALE_*` variables and flags.
+
+mod config;
+mod convert;
+mod dev;
+mod http;
+mod server;
+mod services;
+pub mod status;
+
+pub use config::{AgentConfig, AgentFlags, CONFIG_KEYS};
+pub use dev::{DevArgs, dev_config};
+pub use server::{MAX_GRPC_MESSAGE_BYTES, RunningAgent};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Startup(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}

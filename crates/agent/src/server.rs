@@ -1,0 +1,248 @@
+//! Wiring: builds the metadata store, object store, cache and engine from the config, binds
+//! the listeners and serves until shut down.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use shale_common::{SystemClock, system_rng};
+use shale_log::{AgentAddresses, Log, LogDeps, LogMetrics};
+use shale_meta::{
+    EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, Keys, MetaMetrics, MetaStore,
+};
+use shale_proto::v1;
+use shale_storage::{BlockCache, CacheConfig, ObjectStoreConfig, StorageMetrics, StoreAdmin};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::services::{AdminService, GroupService, LogService};
+use crate::{AgentConfig, AgentError};
+
+/// Largest gRPC message accepted (a produce request of many records).
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long in-flight requests get to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    log: Log,
+    shutdown: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// Builds everything from `config` and starts serving.
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        config.validate()?;
+        let clock = SystemClock::shared();
+        let rng = system_rng();
+        let mut registry = Registry::default();
+        let storage_metrics = StorageMetrics::new(&mut registry);
+        let meta_metrics = MetaMetrics::new(&mut registry);
+        let log_metrics = LogMetrics::new(&mut registry);
+
+        let meta = open_metadata(&config, Arc::clone(&clock), meta_metrics).await?;
+        let store_config: ObjectStoreConfig = config
+            .object_store
+            .parse()
+            .map_err(|error: shale_storage::ConfigError| AgentError::Config(error.to_string()))?;
+        if config.check_conditional_writes {
+            // Before anything is written: a store that silently overwrites would break the
+            // create-only segment invariant, so refuse to start on it.
+            let admin = StoreAdmin::new(&store_config, Arc::clone(&clock), rng.clone())
+                .await
+                .map_err(|error| AgentError::Startup(format!("object store: {error}")))?;
+            admin
+                .ensure_bucket()
+                .await
+                .map_err(|error| AgentError::Startup(format!("object store: {error}")))?;
+            admin
+                .check_conditional_writes()
+                .await
+                .map_err(|error| AgentError::Startup(format!("object store: {error}")))?;
+        }
+        let store = shale_storage::build_object_store(
+            &store_config,
+            storage_metrics.clone(),
+            None,
+            Arc::clone(&clock),
+            rng.clone(),
+        )
+        .map_err(|error| AgentError::Startup(format!("object store: {error}")))?;
+        let cache = BlockCache::new(
+            CacheConfig {
+                memory_bytes: config.cache_memory.as_u64(),
+                disk_bytes: config.cache_size.as_u64(),
+                disk_dir: Some(config.cache_dir.clone()),
+                block_size: config.cache_block_size.as_u64(),
+            },
+            Arc::clone(&store),
+            storage_metrics,
+        )
+        .await
+        .map_err(|error| AgentError::Startup(format!("cache: {error}")))?;
+
+        let grpc_listener = bind(config.grpc_addr, "grpc").await?;
+        let http_listener = bind(config.http_addr, "http").await?;
+        let grpc_addr = grpc_listener.local_addr().map_err(AgentError::Io)?;
+        let http_addr = http_listener.local_addr().map_err(AgentError::Io)?;
+
+        let log = Log::open(
+            LogDeps {
+                meta,
+                keys: Keys::new(config.metadata_prefix.clone()),
+                store,
+                cache: Arc::new(cache),
+                clock,
+                rng,
+                metrics: log_metrics,
+                addresses: AgentAddresses {
+                    grpc: grpc_addr.to_string(),
+                    http: http_addr.to_string(),
+                    kafka: None,
+                },
+            },
+            config.engine_config(),
+        )
+        .await
+        .map_err(|error| AgentError::Startup(format!("engine: {error}")))?;
+
+        let shutdown = CancellationToken::new();
+        let grpc = tokio::spawn(serve_grpc(grpc_listener, log.clone(), shutdown.clone()));
+        let http = tokio::spawn(serve_http(
+            http_listener,
+            crate::http::router(Arc::new(registry), log.clone()),
+            shutdown.clone(),
+        ));
+        info!(%grpc_addr, %http_addr, agent_id = %config.agent_id, "agent serving");
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            log,
+            shutdown,
+            servers: vec![grpc, http],
+        })
+    }
+
+    /// Where the gRPC API listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The engine.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish (up to 10 s), flushes and commits
+    /// what is buffered, and leaves the cluster.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for server in self.servers {
+            if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+                warn!("a listener did not drain in time; closing it");
+            }
+        }
+        self.log.shutdown().await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        AgentError::Startup(format!("cannot listen for {what} on {addr}: {error}"))
+    })
+}
+
+async fn open_metadata(
+    config: &AgentConfig,
+    clock: Arc<dyn shale_common::Clock>,
+    metrics: MetaMetrics,
+) -> Result<Arc<dyn MetaStore>, AgentError> {
+    let url = config.metadata.as_str();
+    if let Some(endpoints) = url.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = endpoints
+            .trim_end_matches('/')
+            .split(',')
+            .filter(|endpoint| !endpoint.is_empty())
+            .map(|endpoint| format!("http://{endpoint}"))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(AgentError::Config(format!(
+                "metadata url {url:?} names no etcd endpoint; use etcd://host:port[,host:port...]"
+            )));
+        }
+        let store = EtcdStore::connect(&endpoints, EtcdOptions::default(), metrics)
+            .await
+            .map_err(|error| AgentError::Startup(format!("cannot reach etcd at {url}: {error}")))?;
+        Ok(Arc::new(store))
+    } else if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(AgentError::Config(format!(
+                "metadata url {url:?} names no directory; use file:///absolute/path"
+            )));
+        }
+        let store = EmbeddedStore::open(path, EmbeddedOptions::default(), clock, metrics)
+            .await
+            .map_err(|error| {
+                AgentError::Startup(format!("embedded metadata store at {path}: {error}"))
+            })?;
+        Ok(Arc::new(store))
+    } else {
+        Err(AgentError::Config(format!(
+            "unsupported metadata url {url:?}: use etcd://host:port[,host:port...] or file:///path"
+        )))
+    }
+}
+
+async fn serve_grpc(listener: TcpListener, log: Log, shutdown: CancellationToken) {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptor set is generated at build time");
+    let result = tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(
+            v1::log_service_server::LogServiceServer::new(LogService::new(log.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+        .add_service(v1::admin_service_server::AdminServiceServer::new(
+            AdminService::new(log.clone()),
+        ))
+        .add_service(v1::group_service_server::GroupServiceServer::new(
+            GroupService::new(log),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await;
+    if let Err(error) = result {
+        warn!(%error, "grpc server stopped with an error");
+    }
+}
+
+async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(error) = result {
+        warn!(%error, "http server stopped with an error");
+    }
+}

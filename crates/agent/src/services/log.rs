@@ -1,0 +1,305 @@
+//! `shale.v1.LogService`: produce, fetch, list offsets.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::stream::FuturesOrdered;
+use futures::{Stream, StreamExt};
+use shale_log::{DEFAULT_FETCH_MAX_BYTES, FetchRequest, Log, OffsetSpec};
+use shale_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info_span};
+
+use crate::convert;
+use crate::status::{code_for, to_status};
+
+/// Requests of one produce stream appended but not yet acknowledged.
+const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
+/// Longest wait of one fetch at the high watermark.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// How long a fetch stream waits per poll before checking the client is still there.
+const STREAM_POLL_WAIT: Duration = Duration::from_secs(5);
+
+/// The produce/fetch service.
+#[derive(Debug, Clone)]
+pub(crate) struct LogService {
+    log: Log,
+}
+
+impl LogService {
+    pub(crate) fn new(log: Log) -> Self {
+        Self { log }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl v1::log_service_server::LogService for LogService {
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let request = request.into_inner();
+        let span =
+            info_span!("agent.produce", topic = %request.topic, records = request.records.len());
+        async {
+            let request = convert::produce_request(request).map_err(|e| to_status(&e))?;
+            let ticket = self.log.produce(request).await.map_err(|e| to_status(&e))?;
+            let acks = ticket.wait().await.map_err(|e| to_status(&e))?;
+            Ok(Response::new(convert::produce_response(acks)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    type ProduceStreamStream = BoxStream<v1::ProduceStreamResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<v1::ProduceStreamRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let log = self.log.clone();
+        let (tx, rx) = mpsc::channel(256);
+        let span = info_span!("agent.produce_stream");
+        tokio::spawn(
+            async move {
+                let mut in_flight = FuturesOrdered::new();
+                let mut inbound_open = true;
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                            if tx.send(Ok(done)).await.is_err() {
+                                return;
+                            }
+                        }
+                        message = inbound.message(), if inbound_open && in_flight.len() < MAX_IN_FLIGHT_PER_STREAM => {
+                            match message {
+                                Ok(Some(message)) => in_flight.push_back(start_produce(&log, message).await),
+                                Ok(None) => inbound_open = false,
+                                Err(status) => {
+                                    let _ = tx.send(Err(status)).await;
+                                    return;
+                                }
+                            }
+                        }
+                        else => break,
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        let request = request.into_inner();
+        let span = info_span!("agent.fetch", topic = %request.topic, partition = request.partition, offset = request.offset);
+        async {
+            let max_records = request.max_records as usize;
+            let fetch = fetch_request(
+                request.topic,
+                request.partition,
+                request.offset,
+                request.max_bytes,
+                Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT),
+            );
+            fetch_once(&self.log, &fetch, max_records)
+                .await
+                .map(Response::new)
+        }
+        .instrument(span)
+        .await
+    }
+
+    type FetchStreamStream = BoxStream<v1::FetchResponse>;
+
+    async fn fetch_stream(
+        &self,
+        request: Request<v1::FetchStreamRequest>,
+    ) -> Result<Response<Self::FetchStreamStream>, Status> {
+        let request = request.into_inner();
+        let log = self.log.clone();
+        let (tx, rx) = mpsc::channel(16);
+        let span =
+            info_span!("agent.fetch_stream", topic = %request.topic, partition = request.partition);
+        // Fail fast on a bad topic or offset, before the stream starts.
+        let mut fetch = fetch_request(
+            request.topic,
+            request.partition,
+            request.offset,
+            request.max_bytes,
+            STREAM_POLL_WAIT,
+        );
+        let first = fetch_once(
+            &log,
+            &FetchRequest {
+                max_wait: Duration::ZERO,
+                ..fetch.clone()
+            },
+            0,
+        )
+        .await?;
+        tokio::spawn(
+            async move {
+                let mut next = first;
+                loop {
+                    fetch.offset = next.next_offset;
+                    if !next.records.is_empty() && tx.send(Ok(next)).await.is_err() {
+                        return;
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    next = match fetch_once(&log, &fetch, 0).await {
+                        Ok(response) => response,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    };
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let span = info_span!("agent.list_offsets", topic = %request.topic);
+        async {
+            let spec = match request.spec {
+                Some(v1::list_offsets_request::Spec::Earliest(_)) => OffsetSpec::Earliest,
+                Some(v1::list_offsets_request::Spec::Latest(_)) => OffsetSpec::Latest,
+                Some(v1::list_offsets_request::Spec::TimestampMs(ts)) => OffsetSpec::Timestamp(ts),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "list offsets needs a spec: earliest, latest or timestamp_ms",
+                    ));
+                }
+            };
+            let partitions = if request.partitions.is_empty() {
+                let (topic, _) = self
+                    .log
+                    .describe_topic(&request.topic)
+                    .map_err(|e| to_status(&e))?;
+                (0..topic.partitions).collect()
+            } else {
+                request.partitions
+            };
+            let mut offsets = Vec::with_capacity(partitions.len());
+            for partition in partitions {
+                let resolved = self
+                    .log
+                    .list_offset(&request.topic, partition, spec)
+                    .await
+                    .map_err(|e| to_status(&e))?;
+                offsets.push(v1::PartitionOffset {
+                    partition,
+                    offset: resolved.map(|r| r.offset),
+                    timestamp_ms: resolved.and_then(|r| r.timestamp_ms),
+                });
+            }
+            Ok(Response::new(v1::ListOffsetsResponse { offsets }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn fetch_request(
+    topic: String,
+    partition: u32,
+    offset: i64,
+    max_bytes: u32,
+    max_wait: Duration,
+) -> FetchRequest {
+    FetchRequest {
+        topic,
+        partition,
+        offset,
+        max_bytes: if max_bytes == 0 {
+            DEFAULT_FETCH_MAX_BYTES
+        } else {
+            max_bytes as usize
+        },
+        max_wait,
+    }
+}
+
+async fn fetch_once(
+    log: &Log,
+    fetch: &FetchRequest,
+    max_records: usize,
+) -> Result<v1::FetchResponse, Status> {
+    let fetched = log
+        .fetch_records(fetch, max_records)
+        .await
+        .map_err(|e| to_status(&e))?;
+    Ok(v1::FetchResponse {
+        partition: fetch.partition,
+        records: fetched
+            .records
+            .into_iter()
+            .map(convert::stored_record)
+            .collect(),
+        high_watermark: fetched.high_watermark,
+        log_start_offset: fetched.log_start,
+        next_offset: fetched.next_offset,
+    })
+}
+
+/// Appends one stream request now and returns the future of its response.
+async fn start_produce(
+    log: &Log,
+    message: v1::ProduceStreamRequest,
+) -> futures::future::BoxFuture<'static, v1::ProduceStreamResponse> {
+    let request_id = message.request_id;
+    let error = move |error: shale_log::LogError| v1::ProduceStreamResponse {
+        request_id,
+        result: Some(v1::produce_stream_response::Result::Error(
+            v1::ProduceError {
+                code: code_for(&error) as i32,
+                message: error.to_string(),
+            },
+        )),
+    };
+    let Some(request) = message.request else {
+        let response = error(shale_log::LogError::InvalidRequest(
+            "a produce stream message needs a request".to_owned(),
+        ));
+        return Box::pin(async move { response });
+    };
+    let ticket = match convert::produce_request(request) {
+        Ok(request) => log.produce(request).await,
+        Err(invalid) => Err(invalid),
+    };
+    match ticket {
+        Ok(ticket) => Box::pin(async move {
+            match ticket.wait().await {
+                Ok(acks) => v1::ProduceStreamResponse {
+                    request_id,
+                    result: Some(v1::produce_stream_response::Result::Response(
+                        convert::produce_response(acks),
+                    )),
+                },
+                Err(failure) => error(failure),
+            }
+        }),
+        Err(failure) => {
+            let response = error(failure);
+            Box::pin(async move { response })
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The one mapping from engine errors to gRPC statuses. It is exhaustive on purpose: a new
+//! [`LogError`] variant does not compile until someone decides its status here.
+
+use shale_log::LogError;
+use tonic::{Code, Status};
+
+/// Metadata key carrying the current leader's agent id on NOT_LEADER answers.
+pub const LEADER_HINT_METADATA: &str = "shale-leader";
+/// Metadata key carrying a partition's actual next offset on a failed conditional append.
+pub const NEXT_OFFSET_METADATA: &str = "shale-next-offset";
+
+/// The gRPC code for an engine error.
+pub fn code_for(error: &LogError) -> Code {
+    match error {
+        LogError::UnknownTopic { .. } | LogError::UnknownPartition { .. } => Code::NotFound,
+        LogError::TopicExists { .. } => Code::AlreadyExists,
+        LogError::InvalidTopicName { .. }
+        | LogError::InvalidConfig(_)
+        | LogError::InvalidRequest(_)
+        | LogError::InvalidBatch(_)
+        | LogError::MessageTooLarge { .. } => Code::InvalidArgument,
+        LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
+        LogError::ConditionFailed { .. }
+        | LogError::ProducerFenced { .. }
+        | LogError::OutOfOrderSequence { .. }
+        | LogError::UnknownProducer { .. } => Code::FailedPrecondition,
+        LogError::Backpressure { .. } => Code::ResourceExhausted,
+        LogError::NotLeader { .. }
+        | LogError::StorageUnavailable(_)
+        | LogError::MetaUnavailable(_)
+        | LogError::ShuttingDown => Code::Unavailable,
+        LogError::CorruptData(_) => Code::DataLoss,
+        LogError::Internal(_) => Code::Internal,
+    }
+}
+
+/// The status for an engine error, with machine-readable hints in metadata.
+pub fn to_status(error: &LogError) -> Status {
+    let mut status = Status::new(code_for(error), error.to_string());
+    match error {
+        LogError::NotLeader {
+            leader: Some(leader),
+            ..
+        } => {
+            if let Ok(value) = leader.parse() {
+                status.metadata_mut().insert(LEADER_HINT_METADATA, value);
+            }
+        }
+        LogError::ConditionFailed { actual, .. } => {
+            if let Ok(value) = actual.to_string().parse() {
+                status.metadata_mut().insert(NEXT_OFFSET_METADATA, value);
+            }
+        }
+        _ => {}
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_the_message_and_hints() {
+        let status = to_status(&LogError::ConditionFailed {
+            topic: "t".into(),
+            partition: 0,
+            expected: 5,
+            actual: 7,
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("expected next offset 5"));
+        assert_eq!(status.metadata().get(NEXT_OFFSET_METADATA).unwrap(), "7");
+
+        let status = to_status(&LogError::NotLeader {
+            topic: "t".into(),
+            partition: 1,
+            leader: Some("agent-2".into()),
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.metadata().get(LEADER_HINT_METADATA).unwrap(),
+            "agent-2"
+        );
+    }
+
+    #[test]
+    fn every_error_class_has_its_code() {
+        let cases = [
+            (LogError::UnknownTopic { topic: "t".into() }, Code::NotFound),
+            (
+                LogError::TopicExists { topic: "t".into() },
+                Code::AlreadyExists,
+            ),
+            (LogError::InvalidRequest("x".into()), Code::InvalidArgument),
+            (
+                LogError::MessageTooLarge {
+                    topic: "t".into(),
+                    size: 2,
+                    limit: 1,
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                LogError::OffsetOutOfRange {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 9,
+                    log_start: 0,
+                    high_watermark: 3,
+                },
+                Code::OutOfRange,
+            ),
+            (
+                LogError::Backpressure {
+                    limit: 1,
+                    waited_ms: 1,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                LogError::StorageUnavailable("down".into()),
+                Code::Unavailable,
+            ),
+            (LogError::CorruptData("crc".into()), Code::DataLoss),
+            (LogError::Internal("bug".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(code_for(&error), code, "{error}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The command tree. A new subcommand is one variant here and one arm in `cmd::run`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::bench::BenchCommand;
+use crate::cmd::agent::AgentArgs;
+use crate::cmd::consume::ConsumeArgs;
+use crate::cmd::produce::ProduceArgs;
+use crate::cmd::topic::TopicCommand;
+
+/// Where the agent's gRPC API listens unless `--addr` or `SHALE_ADDR` says otherwise.
+pub(crate) const DEFAULT_ADDR: &str = "http://127.0.0.1:7070";
+
+/// Shale: a Kafka-like log service whose only durable storage is object storage.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shale",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Address of the agent's gRPC API.
+    #[arg(long, global = true, env = "SHALE_ADDR", default_value = DEFAULT_ADDR)]
+    pub(crate) addr: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run an agent: serve the gRPC API over etcd and an object store.
+    Agent(AgentArgs),
+    /// Run everything in one process with local storage under --data-dir (no etcd, no S3).
+    Dev(shale_agent::DevArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Append stdin to a topic, one record per line.
+    Produce(ProduceArgs),
+    /// Print the records of a topic.
+    Consume(ConsumeArgs),
+    /// Measure throughput and latency of an agent or of an object store.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn addr_defaults_to_the_local_agent() {
+        let cli = Cli::try_parse_from(["shale", "topic", "list"]).unwrap();
+        // SHALE_ADDR may be set in the environment running the tests.
+        if std::env::var_os("SHALE_ADDR").is_none() {
+            assert_eq!(cli.global.addr, DEFAULT_ADDR);
+        }
+        let cli = Cli::try_parse_from(["shale", "topic", "list", "--addr", "http://h:1"]).unwrap();
+        assert_eq!(cli.global.addr, "http://h:1");
+    }
+}

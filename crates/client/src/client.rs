@@ -1,0 +1,416 @@
+//! The connection to an agent and one typed method per RPC of `shale.v1`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shale_proto::v1;
+use shale_proto::v1::admin_service_client::AdminServiceClient;
+use shale_proto::v1::group_service_client::GroupServiceClient;
+use shale_proto::v1::log_service_client::LogServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{
+    ClientError, Consumer, FetchOptions, FetchStream, FetchedBatch, GroupOffset, OffsetSpec,
+    PartitionOffset, ProduceAck, ProduceRequest, Producer, ProducerOptions, TopicDescription,
+    TopicInfo,
+};
+
+/// Largest message sent or accepted, matching the agent's limit: a fetch of big records or a
+/// produce of many must not trip tonic's 4 MiB default.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How a [`Client`] connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long opening a TCP connection may take.
+    pub connect_timeout: Duration,
+    /// Interval of HTTP/2 pings, so a dead agent fails long-lived streams instead of leaving
+    /// them hanging.
+    pub keep_alive_interval: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            keep_alive_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A connection to a Shale agent. Cloning is cheap and shares the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    addr: Arc<str>,
+    log: LogServiceClient<Channel>,
+    admin: AdminServiceClient<Channel>,
+    groups: GroupServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to the agent at `addr` (`http://host:port`; `host:port` means `http://`).
+    /// Fails at once if the address is malformed or nothing listens there.
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(addr: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        let (shown, uri) = parse_address(addr)?;
+        let channel = Endpoint::from(uri)
+            .connect_timeout(options.connect_timeout)
+            .http2_keep_alive_interval(options.keep_alive_interval)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|error| ClientError::unreachable(&shown, &error))?;
+        Ok(Self::from_channel(channel, &shown))
+    }
+
+    /// Wraps an existing channel (for custom transports); `addr` is only used in messages.
+    pub fn from_channel(channel: Channel, addr: &str) -> Self {
+        Self {
+            addr: Arc::from(addr),
+            log: LogServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            admin: AdminServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            groups: GroupServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        }
+    }
+
+    /// The agent address, as shown in error messages.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn status(&self, status: &tonic::Status) -> ClientError {
+        ClientError::from_status(status, &self.addr)
+    }
+
+    fn protocol(&self, reason: &str) -> ClientError {
+        ClientError::Protocol {
+            addr: self.addr.to_string(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    // ---- topics ----
+
+    /// Creates a topic. `configs` are topic configs such as `retention.ms`.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicInfo, ClientError> {
+        let request = v1::CreateTopicRequest {
+            name: name.to_owned(),
+            partitions,
+            configs: configs.into_iter().collect(),
+        };
+        let response = self
+            .admin
+            .clone()
+            .create_topic(request)
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        response
+            .topic
+            .map(TopicInfo::from)
+            .ok_or_else(|| self.protocol("create topic answered without the topic"))
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = v1::DeleteTopicRequest {
+            name: name.to_owned(),
+        };
+        self.admin
+            .clone()
+            .delete_topic(request)
+            .await
+            .map_err(|status| self.status(&status))?;
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        let response = self
+            .admin
+            .clone()
+            .list_topics(v1::ListTopicsRequest {})
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        let mut topics: Vec<TopicInfo> = response.topics.into_iter().map(Into::into).collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// A topic and the state of each partition, in partition order.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let request = v1::DescribeTopicRequest {
+            name: name.to_owned(),
+        };
+        let response = self
+            .admin
+            .clone()
+            .describe_topic(request)
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        let topic = response
+            .topic
+            .ok_or_else(|| self.protocol("describe topic answered without the topic"))?;
+        let mut partitions: Vec<_> = response.partitions.into_iter().map(Into::into).collect();
+        partitions.sort_by_key(|partition: &crate::PartitionInfo| partition.partition);
+        Ok(TopicDescription {
+            topic: topic.into(),
+            partitions,
+        })
+    }
+
+    // ---- produce ----
+
+    /// Appends records and returns once they are durable. For throughput, use a
+    /// [`Producer`], which pipelines requests over one stream.
+    pub async fn produce(&self, request: ProduceRequest) -> Result<ProduceAck, ClientError> {
+        let request = request.into_wire()?;
+        let response = self
+            .log
+            .clone()
+            .produce(request)
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        Ok(response.into())
+    }
+
+    /// Opens a pipelined producer over one `ProduceStream`.
+    pub async fn producer(&self, options: ProducerOptions) -> Result<Producer, ClientError> {
+        Producer::open(self.log.clone(), Arc::clone(&self.addr), options).await
+    }
+
+    // ---- fetch ----
+
+    /// Reads committed records of one partition from `offset`.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        options: FetchOptions,
+    ) -> Result<FetchedBatch, ClientError> {
+        let request = v1::FetchRequest {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            max_bytes: options.max_bytes,
+            max_records: options.max_records,
+            max_wait_ms: u32::try_from(options.max_wait.as_millis()).unwrap_or(u32::MAX),
+        };
+        let response = self
+            .log
+            .clone()
+            .fetch(request)
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        Ok(response.into())
+    }
+
+    /// Follows one partition from `offset`: the agent streams batches as they are committed.
+    /// `max_bytes` of 0 means the agent's default (1 MiB) per batch.
+    pub async fn fetch_stream(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+    ) -> Result<FetchStream, ClientError> {
+        let request = v1::FetchStreamRequest {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            max_bytes,
+        };
+        let stream = self
+            .log
+            .clone()
+            .fetch_stream(request)
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        Ok(FetchStream::new(stream, Arc::clone(&self.addr)))
+    }
+
+    /// A follower of one partition from `offset` that reopens its stream after retryable
+    /// failures. Nothing is sent until the first [`Consumer::next_batch`].
+    pub fn consumer(&self, topic: &str, partition: u32, offset: i64) -> Consumer {
+        Consumer::new(self.clone(), topic, partition, offset)
+    }
+
+    // ---- offsets ----
+
+    /// Resolves `spec` for `partitions` of `topic` (all partitions when empty), in the order
+    /// the agent answers (partition order).
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        let request = v1::ListOffsetsRequest {
+            topic: topic.to_owned(),
+            partitions: partitions.to_vec(),
+            spec: Some(spec.into()),
+        };
+        let response = self
+            .log
+            .clone()
+            .list_offsets(request)
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        Ok(response.offsets.into_iter().map(Into::into).collect())
+    }
+
+    /// The first stored offset of every partition.
+    pub async fn earliest_offsets(&self, topic: &str) -> Result<Vec<PartitionOffset>, ClientError> {
+        self.list_offsets(topic, &[], OffsetSpec::Earliest).await
+    }
+
+    /// The high watermark of every partition.
+    pub async fn latest_offsets(&self, topic: &str) -> Result<Vec<PartitionOffset>, ClientError> {
+        self.list_offsets(topic, &[], OffsetSpec::Latest).await
+    }
+
+    /// For every partition, the first offset whose timestamp is at or after `timestamp_ms`.
+    pub async fn offsets_for_timestamp(
+        &self,
+        topic: &str,
+        timestamp_ms: i64,
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        self.list_offsets(topic, &[], OffsetSpec::Timestamp(timestamp_ms))
+            .await
+    }
+
+    // ---- consumer groups ----
+
+    /// Stores `group`'s next offsets in partitions of `topic`.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: impl IntoIterator<Item = GroupOffset>,
+    ) -> Result<(), ClientError> {
+        let request = v1::CommitOffsetsRequest {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            offsets: offsets.into_iter().map(Into::into).collect(),
+        };
+        self.groups
+            .clone()
+            .commit_offsets(request)
+            .await
+            .map_err(|status| self.status(&status))?;
+        Ok(())
+    }
+
+    /// `group`'s committed offsets in `partitions` of `topic` (all when empty). Partitions
+    /// without a committed offset are absent.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[u32],
+    ) -> Result<Vec<GroupOffset>, ClientError> {
+        let request = v1::FetchOffsetsRequest {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partitions: partitions.to_vec(),
+        };
+        let response = self
+            .groups
+            .clone()
+            .fetch_offsets(request)
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        Ok(response.offsets.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Parses an agent address into the form shown in messages and the URI to dial.
+fn parse_address(addr: &str) -> Result<(String, Uri), ClientError> {
+    let trimmed = addr.trim();
+    let invalid = |reason: &str| ClientError::InvalidAddress {
+        addr: addr.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty; expected http://host:port"));
+    }
+    // A bare host:port is the common typo; gRPC without TLS is always http.
+    let full = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let uri: Uri = full
+        .parse()
+        .map_err(|error: tonic::codegen::http::uri::InvalidUri| invalid(&error.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(invalid("https is not supported yet; use http://host:port")),
+        _ => return Err(invalid("expected http://host:port")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("missing host; expected http://host:port"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid("unexpected path; expected http://host:port"));
+    }
+    let shown = full.trim_end_matches('/').to_owned();
+    Ok((shown, uri))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_normalised() {
+        let (shown, uri) = parse_address("127.0.0.1:7070").unwrap();
+        assert_eq!(shown, "http://127.0.0.1:7070");
+        assert_eq!(uri.port_u16(), Some(7070));
+        let (shown, _) = parse_address(" http://localhost:1/ ").unwrap();
+        assert_eq!(shown, "http://localhost:1");
+    }
+
+    #[test]
+    fn bad_addresses_say_what_is_expected() {
+        for (addr, reason) in [
+            ("", "it is empty"),
+            ("https://a:1", "https is not supported"),
+            ("ftp://a:1", "expected http://host:port"),
+            ("http://a:1/x", "unexpected path"),
+            ("http://a b", "invalid"),
+        ] {
+            let error = parse_address(addr).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.starts_with("invalid shale agent address"),
+                "{message}"
+            );
+            assert!(message.contains(reason), "{addr}: {message}");
+            assert!(error.has_no_side_effects() && !error.is_retryable());
+        }
+    }
+}
