@@ -1,0 +1,632 @@
+//! The agent's gRPC and HTTP faces against real agents (embedded store + folder, and etcd +
+//! moto): every bad input gets the right status and a message a person understands, the
+//! produce stream pipelines with in-order acks, the fetch stream follows the tail, list
+//! offsets by timestamp is exact, reflection answers, and health/metrics serve.
+#![allow(clippy::unwrap_used)] // scenarios run through a macro, not #[test] fns
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shale_agent::{AgentConfig, RunningAgent};
+use shale_proto::v1;
+use shale_proto::v1::admin_service_client::AdminServiceClient;
+use shale_proto::v1::group_service_client::GroupServiceClient;
+use shale_proto::v1::log_service_client::LogServiceClient;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// One agent and the servers it runs on; everything stops when dropped.
+struct Fixture {
+    agent: Option<RunningAgent>,
+    channel: Channel,
+    _dir: tempfile::TempDir,
+    _etcd: Option<shale_testkit::Etcd>,
+    _s3: Option<shale_testkit::S3Server>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backends {
+    Embedded,
+    EtcdS3,
+}
+
+impl Fixture {
+    async fn start(backends: Backends) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = AgentConfig {
+            agent_id: "grpc-test".to_owned(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            cache_dir: dir.path().join("cache"),
+            cache_size: bytesize::ByteSize::mib(64),
+            cache_memory: bytesize::ByteSize::mib(16),
+            flush_interval: Duration::from_millis(20),
+            ..AgentConfig::default()
+        };
+        let (etcd, s3) = match backends {
+            Backends::Embedded => {
+                let objects = dir.path().join("objects");
+                std::fs::create_dir_all(&objects).unwrap();
+                config.metadata = format!("file://{}", dir.path().join("meta").display());
+                config.object_store = format!("file://{}", objects.display());
+                (None, None)
+            }
+            Backends::EtcdS3 => {
+                let etcd = shale_testkit::etcd();
+                let s3 = shale_testkit::moto();
+                config.metadata = format!("etcd://{}", etcd.host_port());
+                config.object_store = s3.store_url("shale-grpc-test", "c1");
+                (Some(etcd), Some(s3))
+            }
+        };
+        let agent = RunningAgent::start(config).await.unwrap();
+        for _ in 0..200 {
+            if agent.log().is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(agent.log().is_ready(), "agent did not register");
+        let channel = Channel::from_shared(format!("http://{}", agent.grpc_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            agent: Some(agent),
+            channel,
+            _dir: dir,
+            _etcd: etcd,
+            _s3: s3,
+        }
+    }
+
+    fn agent(&self) -> &RunningAgent {
+        self.agent.as_ref().unwrap()
+    }
+
+    fn log(&self) -> LogServiceClient<Channel> {
+        LogServiceClient::new(self.channel.clone())
+    }
+
+    fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+    }
+
+    fn groups(&self) -> GroupServiceClient<Channel> {
+        GroupServiceClient::new(self.channel.clone())
+    }
+
+    /// Creates a topic and waits until the agent leads every partition.
+    async fn create_topic(&self, name: &str, partitions: u32, configs: &[(&str, &str)]) {
+        self.admin()
+            .create_topic(v1::CreateTopicRequest {
+                name: name.to_owned(),
+                partitions,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<HashMap<_, _>>(),
+            })
+            .await
+            .unwrap();
+        for _ in 0..400 {
+            if (0..partitions).all(|p| self.agent().log().leads(name, p)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("partitions of {name} were not claimed");
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.shutdown().await;
+        }
+    }
+}
+
+fn record(value: &str, timestamp_ms: Option<i64>) -> v1::Record {
+    v1::Record {
+        key: None,
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        headers: vec![],
+        timestamp_ms,
+    }
+}
+
+fn produce(topic: &str, partition: u32, values: &[&str]) -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        topic: topic.to_owned(),
+        partition: Some(partition),
+        records: values.iter().map(|v| record(v, None)).collect(),
+        ..v1::ProduceRequest::default()
+    }
+}
+
+fn fetch(topic: &str, partition: u32, offset: i64) -> v1::FetchRequest {
+    v1::FetchRequest {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        ..v1::FetchRequest::default()
+    }
+}
+
+/// The status of a failed call, checked for code and message.
+fn expect_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    message: &str,
+) -> tonic::Status {
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(message),
+        "expected {message:?} in {:?}",
+        status.message()
+    );
+    status
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backends::Embedded).await;
+                }
+            )*
+        }
+        mod etcd_and_s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backends::EtcdS3).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    bad_input_gets_the_right_status,
+    produce_stream_pipelines_with_acks_in_order,
+    fetch_stream_follows_the_tail,
+    list_offsets_by_timestamp_is_exact,
+    group_offsets_commit_and_fetch,
+);
+
+async fn bad_input_gets_the_right_status(backends: Backends) {
+    let f = Fixture::start(backends).await;
+    f.create_topic("strict", 2, &[("max.message.bytes", "300")])
+        .await;
+    let mut log = f.log();
+    let mut admin = f.admin();
+
+    expect_status(
+        log.produce(produce("missing", 0, &["x"])).await,
+        Code::NotFound,
+        "topic \"missing\" does not exist",
+    );
+    expect_status(
+        log.produce(produce("strict", 9, &["x"])).await,
+        Code::NotFound,
+        "partition 9 of topic \"strict\" does not exist",
+    );
+    expect_status(
+        log.produce(produce("strict", 0, &[&"x".repeat(1_000)]))
+            .await,
+        Code::InvalidArgument,
+        "max.message.bytes",
+    );
+    expect_status(
+        log.produce(produce("strict", 0, &[])).await,
+        Code::InvalidArgument,
+        "needs at least one record",
+    );
+    let mut unknown_codec = produce("strict", 0, &["x"]);
+    unknown_codec.compression = 42;
+    expect_status(
+        log.produce(unknown_codec).await,
+        Code::InvalidArgument,
+        "unknown compression value 42",
+    );
+    // Conditional append: a mismatch writes nothing and says where the log is.
+    let ack = log
+        .produce(produce("strict", 0, &["a", "b"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.acks[0].last_offset, 1);
+    let mut conditional = produce("strict", 0, &["c"]);
+    conditional.expected_next_offset = Some(7);
+    let status = expect_status(
+        log.produce(conditional.clone()).await,
+        Code::FailedPrecondition,
+        "expected",
+    );
+    assert_eq!(
+        status.metadata().get("shale-next-offset").unwrap(),
+        "2",
+        "{status:?}"
+    );
+    conditional.expected_next_offset = Some(2);
+    let ack = log.produce(conditional).await.unwrap().into_inner();
+    assert_eq!(ack.acks[0].base_offset, 2);
+
+    expect_status(
+        log.fetch(fetch("strict", 0, 99)).await,
+        Code::OutOfRange,
+        "offset 99 is out of range",
+    );
+    expect_status(
+        log.fetch(fetch("strict", 0, -1)).await,
+        Code::OutOfRange,
+        "offset -1",
+    );
+    expect_status(
+        log.list_offsets(v1::ListOffsetsRequest {
+            topic: "strict".to_owned(),
+            partitions: vec![],
+            spec: None,
+        })
+        .await,
+        Code::InvalidArgument,
+        "earliest, latest or timestamp_ms",
+    );
+    expect_status(
+        admin
+            .create_topic(v1::CreateTopicRequest {
+                name: "bad/name".to_owned(),
+                partitions: 1,
+                configs: HashMap::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "bad/name",
+    );
+    expect_status(
+        admin
+            .create_topic(v1::CreateTopicRequest {
+                name: "strict".to_owned(),
+                partitions: 1,
+                configs: HashMap::new(),
+            })
+            .await,
+        Code::AlreadyExists,
+        "already exists",
+    );
+    expect_status(
+        admin
+            .create_topic(v1::CreateTopicRequest {
+                name: "zero".to_owned(),
+                partitions: 0,
+                configs: HashMap::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "partition",
+    );
+    expect_status(
+        admin
+            .create_topic(v1::CreateTopicRequest {
+                name: "typo".to_owned(),
+                partitions: 1,
+                configs: [("retention.mss".to_owned(), "1".to_owned())].into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "retention.mss",
+    );
+    expect_status(
+        admin
+            .describe_topic(v1::DescribeTopicRequest {
+                name: "missing".to_owned(),
+            })
+            .await,
+        Code::NotFound,
+        "does not exist",
+    );
+    // Nothing refused was stored; what was acknowledged is all there.
+    let fetched = log.fetch(fetch("strict", 0, 0)).await.unwrap().into_inner();
+    let values: Vec<_> = fetched
+        .records
+        .iter()
+        .map(|r| r.value.clone().unwrap())
+        .collect();
+    assert_eq!(values, ["a", "b", "c"]);
+    assert_eq!(fetched.high_watermark, 3);
+    f.shutdown().await;
+}
+
+async fn produce_stream_pipelines_with_acks_in_order(backends: Backends) {
+    let f = Fixture::start(backends).await;
+    f.create_topic("stream", 1, &[]).await;
+    let requests: Vec<v1::ProduceStreamRequest> = (0..200u64)
+        .map(|i| v1::ProduceStreamRequest {
+            request_id: 1_000 + i,
+            request: Some(if i == 100 {
+                // One bad request in the middle fails alone.
+                produce("missing", 0, &["x"])
+            } else {
+                produce("stream", 0, &[&format!("v{i}"), &format!("w{i}")])
+            }),
+        })
+        .collect();
+    let mut responses = f
+        .log()
+        .produce_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next_offset = 0;
+    let mut count = 0;
+    while let Some(response) = responses.next().await {
+        let response = response.unwrap();
+        assert_eq!(
+            response.request_id,
+            1_000 + count,
+            "acks come in request order"
+        );
+        match response.result.unwrap() {
+            v1::produce_stream_response::Result::Response(ack) => {
+                assert_eq!(ack.acks[0].base_offset, next_offset);
+                next_offset = ack.acks[0].last_offset + 1;
+            }
+            v1::produce_stream_response::Result::Error(error) => {
+                assert_eq!(count, 100);
+                assert_eq!(error.code, Code::NotFound as i32);
+                assert!(error.message.contains("missing"), "{error:?}");
+            }
+        }
+        count += 1;
+    }
+    assert_eq!(count, 200);
+    assert_eq!(next_offset, 2 * 199);
+    f.shutdown().await;
+}
+
+async fn fetch_stream_follows_the_tail(backends: Backends) {
+    let f = Fixture::start(backends).await;
+    f.create_topic("tail", 1, &[]).await;
+    f.log().produce(produce("tail", 0, &["old"])).await.unwrap();
+    let mut stream = f
+        .log()
+        .fetch_stream(v1::FetchStreamRequest {
+            topic: "tail".to_owned(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.records[0].value.as_deref(), Some(&b"old"[..]));
+    // The stream waits at the high watermark and wakes for the next commit.
+    let mut log = f.log();
+    let producer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        log.produce(produce("tail", 0, &["new"])).await.unwrap();
+    });
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream delivers new records")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.records[0].offset, 1);
+    assert_eq!(next.records[0].value.as_deref(), Some(&b"new"[..]));
+    producer.await.unwrap();
+    // A bad start fails before the stream does.
+    expect_status(
+        f.log()
+            .fetch_stream(v1::FetchStreamRequest {
+                topic: "tail".to_owned(),
+                partition: 3,
+                offset: 0,
+                max_bytes: 0,
+            })
+            .await,
+        Code::NotFound,
+        "partition 3",
+    );
+    // Unary fetch long-polls too.
+    let mut log = f.log();
+    let waiting = tokio::spawn(async move {
+        log.fetch(v1::FetchRequest {
+            max_wait_ms: 10_000,
+            ..fetch("tail", 0, 2)
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    f.log()
+        .produce(produce("tail", 0, &["third"]))
+        .await
+        .unwrap();
+    let woken = waiting.await.unwrap().unwrap().into_inner();
+    assert_eq!(woken.records[0].offset, 2);
+    f.shutdown().await;
+}
+
+async fn list_offsets_by_timestamp_is_exact(backends: Backends) {
+    let f = Fixture::start(backends).await;
+    f.create_topic("times", 1, &[]).await;
+    let mut log = f.log();
+    for (value, ts) in [("a", 1_000), ("b", 2_000), ("c", 2_000), ("d", 5_000)] {
+        log.produce(v1::ProduceRequest {
+            records: vec![record(value, Some(ts))],
+            ..produce("times", 0, &[])
+        })
+        .await
+        .unwrap();
+    }
+    let at = |spec| v1::ListOffsetsRequest {
+        topic: "times".to_owned(),
+        partitions: vec![0],
+        spec: Some(spec),
+    };
+    use v1::list_offsets_request::Spec;
+    let offset = |response: v1::ListOffsetsResponse| response.offsets[0].offset;
+    let ask = |spec| {
+        let mut log = log.clone();
+        async move { offset(log.list_offsets(at(spec)).await.unwrap().into_inner()) }
+    };
+    assert_eq!(ask(Spec::Earliest(v1::Earliest {})).await, Some(0));
+    assert_eq!(ask(Spec::Latest(v1::Latest {})).await, Some(4));
+    assert_eq!(ask(Spec::TimestampMs(0)).await, Some(0));
+    assert_eq!(ask(Spec::TimestampMs(1_001)).await, Some(1));
+    assert_eq!(ask(Spec::TimestampMs(2_000)).await, Some(1));
+    assert_eq!(ask(Spec::TimestampMs(2_001)).await, Some(3));
+    assert_eq!(
+        ask(Spec::TimestampMs(5_001)).await,
+        None,
+        "nothing that late"
+    );
+    f.shutdown().await;
+}
+
+async fn group_offsets_commit_and_fetch(backends: Backends) {
+    let f = Fixture::start(backends).await;
+    f.create_topic("orders", 2, &[]).await;
+    let mut groups = f.groups();
+    groups
+        .commit_offsets(v1::CommitOffsetsRequest {
+            group: "billing".to_owned(),
+            topic: "orders".to_owned(),
+            offsets: vec![v1::GroupOffset {
+                partition: 1,
+                offset: 5,
+                metadata: "m".to_owned(),
+            }],
+        })
+        .await
+        .unwrap();
+    let fetched = groups
+        .fetch_offsets(v1::FetchOffsetsRequest {
+            group: "billing".to_owned(),
+            topic: "orders".to_owned(),
+            partitions: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.offsets.len(), 1);
+    assert_eq!(
+        (fetched.offsets[0].partition, fetched.offsets[0].offset),
+        (1, 5)
+    );
+    expect_status(
+        groups
+            .commit_offsets(v1::CommitOffsetsRequest {
+                group: String::new(),
+                topic: "orders".to_owned(),
+                offsets: vec![],
+            })
+            .await,
+        Code::InvalidArgument,
+        "group name",
+    );
+    expect_status(
+        groups
+            .commit_offsets(v1::CommitOffsetsRequest {
+                group: "billing".to_owned(),
+                topic: "orders".to_owned(),
+                offsets: vec![v1::GroupOffset {
+                    partition: 7,
+                    offset: 1,
+                    metadata: String::new(),
+                }],
+            })
+            .await,
+        Code::NotFound,
+        "partition 7",
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let f = Fixture::start(Backends::Embedded).await;
+    let mut client = ServerReflectionClient::new(f.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "shale.v1.LogService",
+        "shale.v1.AdminService",
+        "shale.v1.GroupService",
+    ] {
+        assert!(names.iter().any(|n| n == service), "{names:?}");
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_are_served() {
+    let f = Fixture::start(Backends::Embedded).await;
+    f.create_topic("m", 1, &[]).await;
+    f.log().produce(produce("m", 0, &["x"])).await.unwrap();
+    let port = f.agent().http_addr().port();
+    assert!(shale_testkit::wait_for_http(port, "/healthz", |c| c == 200));
+    assert!(shale_testkit::wait_for_http(port, "/readyz", |c| c == 200));
+    let body = http_get(port, "/metrics").await;
+    for metric in [
+        "shale_storage_requests_total{op=\"put\",outcome=\"ok\"} ",
+        "shale_meta_requests_total",
+        "shale_log_segments_uploaded_total 1",
+    ] {
+        assert!(body.contains(metric), "{metric} missing from\n{body}");
+    }
+    f.shutdown().await;
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_object_store_fails_start_clearly() {
+    // The start-up check reaches the store before anything else happens.
+    let dir = tempfile::tempdir().unwrap();
+    let config = AgentConfig {
+        metadata: format!("file://{}", dir.path().join("meta").display()),
+        object_store: "s3://no-such-bucket/x?endpoint=http://127.0.0.1:1&region=us-east-1&access_key_id=a&secret_access_key=b&allow_http=true".to_owned(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        cache_dir: dir.path().join("cache"),
+        ..AgentConfig::default()
+    };
+    let error = RunningAgent::start(config).await.unwrap_err().to_string();
+    assert!(error.starts_with("object store:"), "{error}");
+}
