@@ -2,7 +2,6 @@
 //! the cache under one data directory. Nothing else to install.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::{AgentConfig, AgentError, AgentFlags};
 
@@ -43,10 +42,7 @@ pub fn dev_config(args: &DevArgs) -> Result<AgentConfig, AgentError> {
         .get_or_insert_with(|| data_dir.join("cache"));
     flags.agent_id.get_or_insert_with(|| "dev".to_owned());
     flags.cache_size.get_or_insert_with(|| "1GiB".to_owned());
-    let mut config = AgentConfig::load(None, &flags)?;
-    // A single process: a short lease costs nothing and restarts take over at once anyway.
-    config.lease_ttl = config.lease_ttl.min(Duration::from_secs(10));
-    Ok(config)
+    AgentConfig::load(None, &flags)
 }
 
 fn file_url(path: &Path) -> String {

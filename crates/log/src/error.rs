@@ -138,9 +138,19 @@ impl LogError {
 impl From<MetaError> for LogError {
     fn from(error: MetaError) -> Self {
         match error {
-            MetaError::Unavailable(_) => Self::MetaUnavailable(error.to_string()),
+            MetaError::Unavailable(message) => Self::MetaUnavailable(message),
+            // A concurrent change got in the way; nothing was written and a retry may pass.
+            MetaError::Contended(message) => Self::MetaUnavailable(format!(
+                "a concurrent metadata change got in the way; retry ({message})"
+            )),
+            MetaError::InvalidRequest(message) => Self::InvalidRequest(message),
             MetaError::Corrupt { .. } => Self::CorruptData(error.to_string()),
-            _ => Self::Internal(format!("metadata store: {error}")),
+            MetaError::LeaseNotFound(_)
+            | MetaError::Compacted { .. }
+            | MetaError::TooManyOps { .. }
+            | MetaError::RequestTooLarge { .. }
+            | MetaError::InUse { .. }
+            | MetaError::Internal(_) => Self::Internal(format!("metadata store: {error}")),
         }
     }
 }
@@ -159,6 +169,19 @@ impl From<object_store::Error> for LogError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_errors_keep_their_meaning() {
+        let unavailable = LogError::from(MetaError::Unavailable("connection refused".into()));
+        assert_eq!(
+            unavailable.to_string(),
+            "metadata store unavailable: connection refused"
+        );
+        let contended = LogError::from(MetaError::Contended("fenced twice".into()));
+        assert!(contended.is_retryable(), "{contended}");
+        let invalid = LogError::from(MetaError::InvalidRequest("partition 1 twice".into()));
+        assert!(matches!(invalid, LogError::InvalidRequest(_)), "{invalid}");
+    }
 
     #[test]
     fn messages_are_lowercase_and_specific() {

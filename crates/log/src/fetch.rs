@@ -54,6 +54,9 @@ impl Log {
         let mut high_watermark_rx = self.inner.view.watch_high_watermark(key);
         let deadline = tokio::time::Instant::now() + request.max_wait;
         loop {
+            // Mark the current value seen before reading the view: a commit landing after
+            // the read then still wakes the wait below.
+            high_watermark_rx.borrow_and_update();
             let (high_watermark, log_start, entries) =
                 self.inner.view.with_partition(key, |partition| {
                     let entries: Vec<IndexEntry> = partition
@@ -74,7 +77,6 @@ impl Log {
                 });
             }
             if request.offset == high_watermark {
-                high_watermark_rx.borrow_and_update();
                 let woke = tokio::time::timeout_at(deadline, high_watermark_rx.changed()).await;
                 if matches!(woke, Ok(Ok(()))) {
                     continue;
@@ -172,8 +174,14 @@ impl Log {
             .cache
             .get_range(&path, range, entry.object_size)
             .await
-            .map_err(|error| {
-                LogError::StorageUnavailable(format!("reading {}: {error}", entry.object))
+            .map_err(|error| match error.store_error() {
+                // The index names an object the store does not have: that is lost data,
+                // not an outage, and retrying will not help.
+                Some(object_store::Error::NotFound { .. }) => LogError::CorruptData(format!(
+                    "object {} that the index refers to is missing: {error}",
+                    entry.object
+                )),
+                _ => LogError::StorageUnavailable(format!("reading {}: {error}", entry.object)),
             })?;
         let crc = crc32c::crc32c(&bytes);
         if bytes.len() as u64 != entry.length || crc != entry.crc32c {

@@ -82,6 +82,7 @@ pub(crate) async fn run_leadership(
             }
         };
         lease_tx.send_replace(lease);
+        // From here until the lease is lost the agent is ready (registered).
         info!(agent_id = %deps.agent_id, lease, "agent registered");
         let lease_lost = CancellationToken::new();
         let keeper = tokio::spawn(keep_alive(
@@ -118,6 +119,8 @@ pub(crate) async fn run_leadership(
             }
         }
         keeper.abort();
+        // Not ready until registered again.
+        lease_tx.send_replace(0);
         warn!(agent_id = %deps.agent_id, lease, "agent lease lost; giving up every partition");
         deps.metrics.lease_losses.inc();
         deps.writer.remove_all_leaders(&LogError::MetaUnavailable(
@@ -181,6 +184,9 @@ async fn reconcile(deps: &LeadershipDeps, lease: LeaseId) {
         agents.push(deps.agent_id.clone());
     }
     let led = deps.writer.leaders();
+    // A stalled partition's re-claim may have failed (e.g. etcd was still down): every
+    // reconcile tries again until one lands.
+    let stalled = deps.writer.stalled();
     let mut wanted = HashSet::new();
     let mut to_claim = Vec::new();
     for topic in deps.view.topics() {
@@ -189,7 +195,7 @@ async fn reconcile(deps: &LeadershipDeps, lease: LeaseId) {
             let owner = rendezvous::owner(agents.iter().map(String::as_str), topic.id, partition);
             if owner == Some(deps.agent_id.as_str()) {
                 wanted.insert(key);
-                if !led.contains_key(&key) {
+                if !led.contains_key(&key) || stalled.contains(&key) {
                     to_claim.push(key);
                 }
             }

@@ -207,6 +207,10 @@ impl Log {
         for task in tasks {
             let _ = task.await;
         }
+        // The memory tier goes to disk so a restart starts warm.
+        if let Err(error) = self.inner.cache.close().await {
+            warn!(%error, "could not close the block cache; it starts colder next time");
+        }
         let lease = *self.inner.lease.borrow();
         if lease != 0
             && let Err(error) = self.inner.meta.lease_revoke(lease).await
@@ -221,7 +225,8 @@ impl Log {
         &self.inner.config
     }
 
-    /// Whether the engine has registered and leads every partition it should (readiness).
+    /// Whether the engine is registered in the metadata store under a live lease
+    /// (readiness). Partitions are claimed moments later; produces wait for that.
     pub fn is_ready(&self) -> bool {
         *self.inner.lease.borrow() != 0
     }

@@ -86,7 +86,11 @@ impl Log {
     /// Accepts native records: validates, partitions, encodes and appends them. Offsets are
     /// assigned before this returns; the ticket resolves once the records are durable.
     ///
-    /// A request that spans several partitions is atomic per partition, not across them.
+    /// A request that spans several partitions (keyed records without an explicit
+    /// partition) is atomic per partition, not across them: validation and leadership are
+    /// checked for all first, but an append can still fail after others were made (say,
+    /// the buffer stays full). Retry such requests with keys that map to one partition, or
+    /// give each partition its own request.
     pub async fn produce(&self, request: ProduceRecords) -> Result<ProduceTicket, LogError> {
         let topic = self.topic(&request.topic)?;
         if request.records.is_empty() {
@@ -137,9 +141,26 @@ impl Log {
             };
             by_partition.entry(partition).or_default().push(record);
         }
-        let mut parts = Vec::with_capacity(by_partition.len());
+        // Everything that can refuse the request is checked before anything is appended:
+        // encoding (sizes), and leadership of every partition it touches.
+        let mut encoded = Vec::with_capacity(by_partition.len());
         for (partition, records) in by_partition {
             let batches = encode_records(&topic, &records, compression, request.producer)?;
+            encoded.push((partition, batches));
+        }
+        if encoded.len() > 1 {
+            for (partition, _) in &encoded {
+                if let Some(leader) = self.inner.leader_elsewhere((topic.id, *partition)) {
+                    return Err(LogError::NotLeader {
+                        topic: topic.name.clone(),
+                        partition: *partition,
+                        leader: Some(leader),
+                    });
+                }
+            }
+        }
+        let mut parts = Vec::with_capacity(encoded.len());
+        for (partition, batches) in encoded {
             let receiver = self
                 .append(AppendRequest {
                     key: (topic.id, partition),

@@ -76,13 +76,22 @@ mod tests {
     #[test]
     fn answer_is_stable_across_builds() {
         // Pinned values: changing the hash would move partitions during a rolling upgrade.
+        assert_eq!(score("agent-0", TopicId([0; 16]), 0), 0x1259_5d6e_5c56_d13e);
+        assert_eq!(score("agent-1", TopicId([0; 16]), 0), 0x335a_0a49_74d6_bea1);
+        let owners: Vec<&str> = (0..8)
+            .map(|partition| owner(["agent-0", "agent-1"], TopicId([0; 16]), partition).unwrap())
+            .collect();
         assert_eq!(
-            score("agent-0", TopicId([0; 16]), 0),
-            score("agent-0", TopicId([0; 16]), 0)
+            owners,
+            [
+                "agent-1", "agent-0", "agent-1", "agent-0", "agent-1", "agent-0", "agent-0",
+                "agent-0"
+            ]
         );
+        // The order agents are listed in does not matter.
         assert_eq!(
-            owner(["agent-0", "agent-1"], TopicId([0; 16]), 0),
-            owner(["agent-1", "agent-0"], TopicId([0; 16]), 0)
+            owner(["agent-1", "agent-0"], TopicId([0; 16]), 1),
+            Some("agent-0")
         );
     }
 }

@@ -11,7 +11,7 @@
 mod flush;
 mod open_segment;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -88,8 +88,9 @@ struct LeaderPartition {
     producers: BTreeMap<i64, ProducerState>,
     /// The state as last committed; the next commit builds on it.
     committed: PartitionState,
-    /// Bumped whenever uncommitted appends are thrown away; appends of an older generation
-    /// are never committed.
+    /// Changed whenever this partition's uncommitted appends are thrown away or it is led
+    /// anew; appends of another generation are never committed. Drawn from one counter of
+    /// the writer, so a partition dropped and claimed again never reuses one.
     generation: u64,
     /// False while the partition is being re-synchronised after an unknown commit outcome.
     accepting: bool,
@@ -101,7 +102,16 @@ struct WriterState {
     open: OpenSegment,
     pending: HashMap<u64, PendingAppend>,
     next_append_id: u64,
+    /// The last generation handed out (see [`LeaderPartition::generation`]).
+    last_generation: u64,
     shutting_down: bool,
+}
+
+impl WriterState {
+    fn next_generation(&mut self) -> u64 {
+        self.last_generation += 1;
+        self.last_generation
+    }
 }
 
 /// The write side. Cheap to clone.
@@ -250,38 +260,54 @@ impl Writer {
                 actual: leader.next_offset,
             });
         }
-        // Decide per batch: refuse, answer a retry from memory, or append.
+        // Decide per batch: answer a retry from memory or append; any refusal refuses the
+        // whole request before anything is appended. Each batch is checked against the
+        // producer state as the earlier batches of this request leave it.
+        let mut scratch: BTreeMap<i64, ProducerState> = BTreeMap::new();
+        let mut next_offset = leader.next_offset;
         let mut to_append = Vec::new();
         let mut duplicate: Option<AppendAck> = None;
         for batch in request.batches.drain(..) {
             if let Some(producer) = batch.producer {
-                match check_sequence(
-                    &leader.producers,
-                    producer,
-                    &request.topic.name,
-                    request.partition,
-                ) {
-                    Ok(SequenceCheck::Append) => {}
-                    Ok(SequenceCheck::Duplicate {
+                if !scratch.contains_key(&producer.producer_id)
+                    && let Some(known) = leader.producers.get(&producer.producer_id)
+                {
+                    scratch.insert(producer.producer_id, known.clone());
+                }
+                match check_sequence(&scratch, producer, &request.topic.name, request.partition)? {
+                    SequenceCheck::Append => {
+                        let last = next_offset + i64::from(batch.record_count) - 1;
+                        record_batch(
+                            &mut scratch,
+                            producer,
+                            next_offset,
+                            last,
+                            batch.max_timestamp_ms,
+                        );
+                    }
+                    SequenceCheck::Duplicate {
                         base_offset,
                         last_offset,
-                    }) => {
+                    } => {
                         self.shared.metrics.duplicate_batches.inc();
-                        duplicate = Some(AppendAck {
-                            base_offset,
-                            last_offset,
-                            record_count: batch.record_count,
+                        duplicate = Some(match duplicate {
+                            // A retried request of several batches: ack the whole span.
+                            Some(earlier) => AppendAck {
+                                base_offset: earlier.base_offset.min(base_offset),
+                                last_offset: earlier.last_offset.max(last_offset),
+                                record_count: earlier.record_count + batch.record_count,
+                            },
+                            None => AppendAck {
+                                base_offset,
+                                last_offset,
+                                record_count: batch.record_count,
+                            },
                         });
                         continue;
                     }
-                    Err(error) => {
-                        if to_append.is_empty() {
-                            return Err(error);
-                        }
-                        break;
-                    }
                 }
             }
+            next_offset += i64::from(batch.record_count);
             to_append.push(batch);
         }
         if to_append.is_empty() {
@@ -362,7 +388,7 @@ impl Writer {
     /// Starts leading a partition from the state its claim committed.
     pub(crate) fn install_leader(&self, key: PartitionKey, topic_name: &str, claim: Claim) {
         let mut state = self.lock();
-        let generation = state.leaders.get(&key).map_or(0, |old| old.generation + 1);
+        let generation = state.next_generation();
         state.leaders.insert(
             key,
             LeaderPartition {
@@ -428,6 +454,17 @@ impl Writer {
             .collect()
     }
 
+    /// Partitions led here that refuse appends until a re-claim re-reads their state (after
+    /// a commit whose outcome is unknown).
+    pub(crate) fn stalled(&self) -> HashSet<PartitionKey> {
+        self.lock()
+            .leaders
+            .iter()
+            .filter(|(_, leader)| !leader.accepting)
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
     /// Whether this agent leads and accepts appends for `key`.
     pub(crate) fn leads(&self, key: PartitionKey) -> bool {
         self.lock()
@@ -446,8 +483,9 @@ impl Writer {
     /// bumps the generation so in-flight chunks are never committed, drops the open chunk,
     /// and fails their producers.
     fn fail_uncommitted(state: &mut WriterState, key: PartitionKey, error: &LogError) {
+        let generation = state.next_generation();
         if let Some(leader) = state.leaders.get_mut(&key) {
-            leader.generation += 1;
+            leader.generation = generation;
             leader.next_offset = leader.committed.high_watermark;
             leader.producers = leader.committed.producers.clone();
         }

@@ -47,6 +47,8 @@ on_both_backends!(
     thousand_partitions_flush_in_few_puts,
     backpressure_refuses_when_the_buffer_stays_full,
     deleted_topic_is_gone_and_its_name_reusable,
+    idempotent_request_split_into_batches_is_whole,
+    missing_object_is_data_loss_not_an_outage,
 );
 
 fn record(key: Option<&str>, value: &str, timestamp_ms: i64) -> (Record, Option<i64>) {
@@ -886,4 +888,92 @@ async fn deleted_topic_is_gone_and_its_name_reusable(backends: Backends) {
         .await
         .unwrap();
     assert_eq!(acks[0].base_offset, 0);
+}
+
+/// An idempotent request larger than `max.message.bytes` becomes several batches with
+/// consecutive sequences; all of them are appended, and a retry of the whole request is
+/// answered with the whole original span.
+async fn idempotent_request_split_into_batches_is_whole(backends: Backends) {
+    let h = Harness::start(backends).await;
+    // About three batches: fewer than the five a producer's retry is remembered for.
+    let small = BTreeMap::from([("max.message.bytes".to_owned(), "1000".to_owned())]);
+    h.create_topic_with("split", 1, &small).await;
+    let values: Vec<String> = (0..20)
+        .map(|i| format!("value-{i:03}-{}", "x".repeat(60)))
+        .collect();
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let request = ProduceRecords {
+        producer: Some(ProducerIdentity {
+            producer_id: 7,
+            epoch: 0,
+            base_sequence: 0,
+        }),
+        ..produce_to("split", 0, &refs)
+    };
+    let acks = h
+        .log()
+        .produce(request.clone())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!((acks[0].base_offset, acks[0].last_offset), (0, 19));
+    assert_eq!(acks[0].record_count, 20);
+    let stored = read_all(&h, "split", 0, 0).await;
+    assert_eq!(stored.len(), 20, "every batch of the request was appended");
+    let batches = h
+        .log()
+        .fetch(&fetch_from("split", 0, 0))
+        .await
+        .unwrap()
+        .batches;
+    assert!(
+        (2..=5).contains(&batches.len()),
+        "{} batches",
+        batches.len()
+    );
+    let retry = h
+        .log()
+        .produce(request)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(retry, acks, "a retry is answered with the original span");
+    assert_eq!(
+        read_all(&h, "split", 0, 0).await.len(),
+        20,
+        "and writes nothing"
+    );
+}
+
+/// An index entry whose object is gone reads as lost data (DATA_LOSS), not as an outage to
+/// retry.
+async fn missing_object_is_data_loss_not_an_outage(backends: Backends) {
+    let mut h = Harness::start(backends).await;
+    h.create_topic("gone", 1).await;
+    h.log()
+        .produce(produce_to("gone", 0, &["v"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    h.restart().await; // empty cache
+    let store = h.object_store();
+    let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
+        .await
+        .unwrap();
+    for object in objects {
+        store.delete(&object.location).await.unwrap();
+    }
+    let error = h
+        .log()
+        .fetch_records(&fetch_from("gone", 0, 0), 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::CorruptData(_)), "{error}");
+    assert!(error.to_string().contains("missing"), "{error}");
 }
