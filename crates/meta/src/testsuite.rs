@@ -6,7 +6,7 @@
 //! [`meta_store_suite!`](crate::meta_store_suite) generates one `#[tokio::test]` per
 //! scenario from a fixture factory:
 //!
-//! ```ignore
+//! ```text
 //! async fn fixture() -> shale_meta::testsuite::Fixture { /* start a store */ }
 //! shale_meta::meta_store_suite!(fixture);
 //! ```

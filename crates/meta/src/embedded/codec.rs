@@ -1,11 +1,13 @@
 //! Byte layout of what the embedded store keeps in redb: a key's value with its versioning,
 //! and one revision's events for the watch history. Little-endian, length-prefixed, with a
-//! leading format byte so the layout can change without guessing.
+//! leading format byte so the layout can change without guessing, and a trailing CRC32C of
+//! everything before it, so a damaged record is an error rather than wrong metadata.
 
 use crate::MetaError;
 use crate::store::{EventKind, KeyValue, LeaseId, Revision, WatchEvent};
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
+const CRC_LEN: usize = 4;
 
 /// A key's stored state (the key itself is the table key).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,11 +44,11 @@ pub(crate) fn encode_value(stored: &StoredValue) -> Vec<u8> {
         out.extend_from_slice(&number.to_le_bytes());
     }
     out.extend_from_slice(&stored.value);
-    out
+    seal(out)
 }
 
 pub(crate) fn decode_value(key: &[u8], bytes: &[u8]) -> Result<StoredValue, MetaError> {
-    let mut reader = Reader::new(key, bytes);
+    let mut reader = Reader::new(key, bytes)?;
     reader.format()?;
     let stored = StoredValue {
         create_revision: reader.i64()?,
@@ -84,7 +86,7 @@ pub(crate) fn encode_events(events: &[WatchEvent]) -> Vec<u8> {
             out.extend_from_slice(&number.to_le_bytes());
         }
     }
-    out
+    seal(out)
 }
 
 pub(crate) fn decode_events(
@@ -92,7 +94,7 @@ pub(crate) fn decode_events(
     bytes: &[u8],
 ) -> Result<Vec<WatchEvent>, MetaError> {
     let label = format!("history revision {revision}");
-    let mut reader = Reader::new(label.as_bytes(), bytes);
+    let mut reader = Reader::new(label.as_bytes(), bytes)?;
     reader.format()?;
     let count = reader.len()?;
     let mut events = Vec::with_capacity(count.min(4096));
@@ -114,7 +116,17 @@ pub(crate) fn decode_events(
         };
         events.push(WatchEvent { kind, kv });
     }
+    if !reader.rest().is_empty() {
+        return Err(reader.corrupt("bytes after the last event"));
+    }
     Ok(events)
+}
+
+/// Appends the CRC32C of `out`.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 fn push_len(out: &mut Vec<u8>, len: usize) {
@@ -128,8 +140,23 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(key: &'a [u8], bytes: &'a [u8]) -> Self {
-        Self { key, bytes }
+    /// A reader of the checksummed part of `bytes`, once the trailing CRC32C matches.
+    fn new(key: &'a [u8], bytes: &'a [u8]) -> Result<Self, MetaError> {
+        let unchecked = Self { key, bytes };
+        let Some(split) = bytes.len().checked_sub(CRC_LEN) else {
+            return Err(
+                unchecked.corrupt(format!("{} bytes is too short for a record", bytes.len()))
+            );
+        };
+        let (body, crc) = bytes.split_at(split);
+        let stored = u32::from_le_bytes(crc.try_into().expect("four bytes"));
+        let computed = crc32c::crc32c(body);
+        if stored != computed {
+            return Err(unchecked.corrupt(format!(
+                "checksum mismatch (stored crc32c {stored:#010x}, computed {computed:#010x})"
+            )));
+        }
+        Ok(Self { key, bytes: body })
     }
 
     fn corrupt(&self, reason: impl std::fmt::Display) -> MetaError {
@@ -183,6 +210,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -195,8 +224,10 @@ mod tests {
             value: b"hello".to_vec(),
         };
         assert_eq!(decode_value(b"k", &encode_value(&stored)), Ok(stored));
-        assert!(decode_value(b"k", &[FORMAT, 1, 2]).is_err());
+        assert!(decode_value(b"k", &seal(vec![FORMAT, 1, 2])).is_err());
+        assert!(decode_value(b"k", &seal(vec![9; 40])).is_err());
         assert!(decode_value(b"k", &[9; 40]).is_err());
+        assert!(decode_value(b"k", &[]).is_err());
     }
 
     #[test]
@@ -228,5 +259,84 @@ mod tests {
         let bytes = encode_events(&events);
         assert_eq!(decode_events(5, &bytes), Ok(events));
         assert!(decode_events(5, &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    fn stored_value() -> impl Strategy<Value = StoredValue> {
+        (
+            any::<(i64, i64, i64, i64)>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|((create_revision, mod_revision, version, lease), value)| {
+                StoredValue {
+                    create_revision,
+                    mod_revision,
+                    version,
+                    lease,
+                    value,
+                }
+            })
+    }
+
+    fn watch_events() -> impl Strategy<Value = Vec<WatchEvent>> {
+        proptest::collection::vec(
+            (
+                any::<bool>(),
+                stored_value(),
+                proptest::collection::vec(any::<u8>(), 0..16),
+            ),
+            0..5,
+        )
+        .prop_map(|events| {
+            events
+                .into_iter()
+                .map(|(put, stored, key)| WatchEvent {
+                    kind: if put {
+                        EventKind::Put
+                    } else {
+                        EventKind::Delete
+                    },
+                    kv: stored.into_key_value(key),
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_value_round_trips(stored in stored_value()) {
+            prop_assert_eq!(decode_value(b"k", &encode_value(&stored)), Ok(stored));
+        }
+
+        #[test]
+        fn any_history_round_trips(events in watch_events()) {
+            prop_assert_eq!(decode_events(1, &encode_events(&events)), Ok(events));
+        }
+
+        /// Every single-byte change and every truncation is detected, never decoded.
+        #[test]
+        fn damage_is_always_detected(
+            stored in stored_value(),
+            events in watch_events(),
+            position in any::<proptest::sample::Index>(),
+            flip in 1..=255u8,
+        ) {
+            let value = encode_value(&stored);
+            let history = encode_events(&events);
+            for bytes in [value.clone(), history.clone()] {
+                let at = position.index(bytes.len());
+                let mut damaged = bytes.clone();
+                damaged[at] ^= flip;
+                prop_assert!(decode_value(b"k", &damaged).is_err());
+                prop_assert!(decode_events(1, &damaged).is_err());
+                prop_assert!(decode_value(b"k", &bytes[..at]).is_err());
+                prop_assert!(decode_events(1, &bytes[..at]).is_err());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_value(b"k", &bytes);
+            let _ = decode_events(1, &bytes);
+        }
     }
 }

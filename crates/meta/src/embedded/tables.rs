@@ -28,7 +28,7 @@ pub(crate) const META_COMPACT_REVISION: &str = "compact_revision";
 pub(crate) const META_NEXT_LEASE: &str = "next_lease_id";
 
 /// The on-disk layout version this code reads and writes.
-pub(crate) const FORMAT_VERSION: i64 = 1;
+pub(crate) const FORMAT_VERSION: i64 = 2;
 
 pub(crate) fn storage(error: impl Display) -> MetaError {
     MetaError::Internal(format!("embedded store: {error}"))
