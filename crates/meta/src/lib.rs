@@ -9,6 +9,7 @@
 //! - [`commit_segment`]: commits one flushed segment for many partitions in as few
 //!   transactions as the limits allow, each atomic for its own partitions.
 //! - [`MetaMetrics`]: request counters and latencies, shared by both backends.
+//! - [`FaultyMetaStore`]: fails chosen transactions on demand, for tests of ambiguous outcomes.
 //!
 //! `docs/metadata.md` in the repository describes the semantics and the key layout.
 
@@ -17,6 +18,7 @@ mod embedded;
 mod error;
 mod escape;
 mod etcd;
+mod faults;
 pub mod keys;
 mod limits;
 mod metrics;
@@ -29,6 +31,7 @@ pub use commit::{CommitOptions, CommitOutcome, CommitReport, PartitionCommit, co
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::MetaError;
 pub use etcd::{EtcdOptions, EtcdStore};
+pub use faults::{FaultyMetaStore, MetaFaults, TxnFault};
 pub use keys::{
     DEFAULT_ROOT, Keys, ParsedKey, escape_segment, unescape_segment, validate_topic_name,
 };

@@ -9,7 +9,8 @@ use bytesize::ByteSize;
 use shale_common::{SystemClock, seeded_rng};
 use shale_log::{AgentAddresses, Log, LogConfig, LogDeps, LogMetrics};
 use shale_meta::{
-    EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, Keys, MetaMetrics, MetaStore,
+    EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, FaultyMetaStore, Keys, MetaFaults,
+    MetaMetrics, MetaStore,
 };
 use shale_storage::{BlockCache, CacheConfig, FaultInjector, ObjectStoreConfig, StorageMetrics};
 use tempfile::TempDir;
@@ -28,6 +29,8 @@ pub(crate) struct Harness {
     meta: Option<Arc<dyn MetaStore>>,
     pub store_config: ObjectStoreConfig,
     pub faults: FaultInjector,
+    /// Faults of the metadata store as the engine sees it.
+    pub meta_faults: MetaFaults,
     pub storage_metrics: StorageMetrics,
     pub config: LogConfig,
     log: Option<Log>,
@@ -36,6 +39,11 @@ pub(crate) struct Harness {
     // Dropped last: the servers outlive the engine.
     _etcd: Option<shale_testkit::Etcd>,
     _s3: Option<shale_testkit::S3Server>,
+}
+
+/// The key layout the engine runs with.
+pub(crate) fn test_keys() -> Keys {
+    Keys::new("/shale-test")
 }
 
 pub(crate) fn test_config() -> LogConfig {
@@ -82,9 +90,10 @@ impl Harness {
             }
         };
         let faults = FaultInjector::new(seeded_rng(3));
+        let meta_faults = MetaFaults::new();
         let storage_metrics = StorageMetrics::default();
         let log = open_log(
-            &meta,
+            &with_faults(&meta, &meta_faults),
             &store_config,
             &faults,
             &storage_metrics,
@@ -98,6 +107,7 @@ impl Harness {
             meta: Some(meta),
             store_config,
             faults,
+            meta_faults,
             storage_metrics,
             config,
             log: Some(log),
@@ -134,7 +144,7 @@ impl Harness {
         self.cache_generation += 1;
         self.log = Some(
             open_log(
-                self.meta(),
+                &with_faults(self.meta(), &self.meta_faults),
                 &self.store_config,
                 &self.faults,
                 &self.storage_metrics,
@@ -184,6 +194,17 @@ impl Harness {
         panic!("partitions of {name} were not claimed within 10s");
     }
 
+    /// Waits until this agent leads and accepts appends for `topic`/`partition`.
+    pub(crate) async fn wait_leading(&self, topic: &str, partition: u32) {
+        for _ in 0..400 {
+            if self.log().leads(topic, partition) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{topic}/{partition} is not led again within 10s");
+    }
+
     /// Produces and waits for the acks; any failure panics.
     pub(crate) async fn produce_ok(
         &self,
@@ -225,6 +246,11 @@ async fn open_embedded(dir: &std::path::Path) -> Arc<dyn MetaStore> {
     panic!("embedded store stayed locked");
 }
 
+/// The store as the engine sees it: with the harness's metadata faults.
+fn with_faults(meta: &Arc<dyn MetaStore>, faults: &MetaFaults) -> Arc<dyn MetaStore> {
+    Arc::new(FaultyMetaStore::new(Arc::clone(meta), faults.clone()))
+}
+
 async fn open_log(
     meta: &Arc<dyn MetaStore>,
     store_config: &ObjectStoreConfig,
@@ -257,7 +283,7 @@ async fn open_log(
     Log::open(
         LogDeps {
             meta: Arc::clone(meta),
-            keys: Keys::new("/shale-test"),
+            keys: test_keys(),
             store,
             cache: Arc::new(cache),
             clock: SystemClock::shared(),

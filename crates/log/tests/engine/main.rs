@@ -14,6 +14,7 @@ use shale_format::{BatchOptions, Compression, Header, Record, encode_batch};
 use shale_log::{
     FetchRequest, GroupOffset, LogError, OffsetSpec, ProduceRecords, ProducerIdentity,
 };
+use shale_meta::TxnFault;
 
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
@@ -49,6 +50,8 @@ on_both_backends!(
     deleted_topic_is_gone_and_its_name_reusable,
     idempotent_request_split_into_batches_is_whole,
     missing_object_is_data_loss_not_an_outage,
+    commit_with_lost_answer_resyncs_without_duplicates,
+    commit_refused_by_metadata_resyncs_and_retries_cleanly,
 );
 
 fn record(key: Option<&str>, value: &str, timestamp_ms: i64) -> (Record, Option<i64>) {
@@ -828,4 +831,76 @@ async fn missing_object_is_data_loss_not_an_outage(backends: Backends) {
         .unwrap_err();
     assert!(matches!(error, LogError::CorruptData(_)), "{error}");
     assert!(error.to_string().contains("missing"), "{error}");
+}
+
+fn idempotent(topic: &str, sequence: i32, values: &[&str]) -> ProduceRecords {
+    ProduceRecords {
+        producer: Some(ProducerIdentity {
+            producer_id: 11,
+            epoch: 0,
+            base_sequence: sequence,
+        }),
+        ..produce_to(topic, 0, values)
+    }
+}
+
+/// The segment commit lands but its answer is lost: the produce fails as unavailable, the
+/// partition re-claims itself (fencing any late copy of the commit) and re-reads its state,
+/// and the producer's retry is answered with the offsets the commit gave — no duplicate, no
+/// gap.
+async fn commit_with_lost_answer_resyncs_without_duplicates(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("ambiguous", 1).await;
+    h.produce_ok(idempotent("ambiguous", 0, &["a"])).await;
+    h.meta_faults
+        .fail_txns_writing(harness::test_keys().index_prefix(), TxnFault::LoseAnswer, 1);
+    let error = h
+        .log()
+        .produce(idempotent("ambiguous", 1, &["b"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::MetaUnavailable(_)), "{error}");
+    assert_eq!(h.meta_faults.injected(), 1);
+    h.wait_leading("ambiguous", 0).await;
+    let retry = h.produce_ok(idempotent("ambiguous", 1, &["b"])).await;
+    assert_eq!((retry[0].base_offset, retry[0].last_offset), (1, 1));
+    let next = h.produce_ok(idempotent("ambiguous", 2, &["c"])).await;
+    assert_eq!(next[0].base_offset, 2);
+    let values: Vec<String> = read_all(&h, "ambiguous", 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["a", "b", "c"]);
+}
+
+/// The segment commit never reaches the store: the produce fails, nothing is committed, and
+/// the retry appends at the next offset.
+async fn commit_refused_by_metadata_resyncs_and_retries_cleanly(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("refused", 1).await;
+    h.produce_ok(produce_to("refused", 0, &["a"])).await;
+    h.meta_faults
+        .fail_txns_writing(harness::test_keys().index_prefix(), TxnFault::Refuse, 1);
+    let error = h
+        .log()
+        .produce(produce_to("refused", 0, &["b"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    h.wait_leading("refused", 0).await;
+    let retry = h.produce_ok(produce_to("refused", 0, &["b"])).await;
+    assert_eq!(retry[0].base_offset, 1);
+    let values: Vec<String> = read_all(&h, "refused", 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["a", "b"]);
 }
