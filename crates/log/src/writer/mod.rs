@@ -504,3 +504,94 @@ impl Writer {
         let _ = dropped_open;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shale_common::TopicId;
+    use shale_format::{BatchOptions, Record, encode_batch};
+
+    use super::*;
+
+    fn topic() -> Arc<TopicRecord> {
+        Arc::new(TopicRecord {
+            id: TopicId([3; 16]),
+            name: "t".to_owned(),
+            partitions: 1,
+            config: shale_meta::TopicConfig::default(),
+            created_at_ms: 0,
+        })
+    }
+
+    fn claim(fence: Revision) -> Claim {
+        Claim {
+            epoch: 1,
+            fence,
+            state: PartitionState::default(),
+        }
+    }
+
+    fn request(topic: &Arc<TopicRecord>) -> AppendRequest {
+        let bytes = encode_batch(
+            &[Record {
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"v")),
+                headers: vec![],
+                timestamp_ms: 1,
+            }],
+            &BatchOptions::default(),
+        )
+        .unwrap();
+        AppendRequest {
+            key: (topic.id, 0),
+            topic: Arc::clone(topic),
+            partition: 0,
+            batches: vec![PreparedBatch {
+                bytes: BytesMut::from(bytes.as_ref()),
+                record_count: 1,
+                producer: None,
+                max_timestamp_ms: 1,
+            }],
+            expected_next_offset: None,
+        }
+    }
+
+    /// A chunk taken for upload under one leadership must not match the generation of a
+    /// later leadership of the same partition, or it would commit under the new fence.
+    #[tokio::test]
+    async fn a_new_leadership_never_reuses_a_generation() {
+        let writer = Writer::new(
+            1 << 20,
+            1 << 20,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            LogMetrics::unregistered(),
+        );
+        let topic = topic();
+        let key = (topic.id, 0);
+        writer.install_leader(key, "t", claim(10));
+        let pending = writer.append(request(&topic), || None).await.unwrap();
+        // The flusher takes the open segment for upload ...
+        let in_flight = writer.lock().open.take();
+        let chunk_generation = in_flight[&key].generation;
+        // ... while leadership is lost and won again.
+        writer.remove_leader(
+            key,
+            &LogError::NotLeader {
+                topic: "t".to_owned(),
+                partition: 0,
+                leader: None,
+            },
+        );
+        assert!(pending.await.unwrap().is_err(), "the append was failed");
+        writer.install_leader(key, "t", claim(20));
+        let state = writer.lock();
+        let leader = &state.leaders[&key];
+        assert_ne!(leader.generation, chunk_generation);
+        assert_eq!(
+            leader.next_offset, 0,
+            "offsets restart from the committed state"
+        );
+    }
+}
