@@ -3,8 +3,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::stream::FuturesOrdered;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use shale_log::{DEFAULT_FETCH_MAX_BYTES, FetchRequest, Log, OffsetSpec};
 use shale_proto::v1;
 use tokio::sync::mpsc;
@@ -65,29 +64,42 @@ impl v1::log_service_server::LogService for LogService {
         let log = self.log.clone();
         let (tx, rx) = mpsc::channel(256);
         let span = info_span!("agent.produce_stream");
+        // Two stages, so acks keep flowing while an append waits (for buffer space or for
+        // leadership): the appender takes requests in order and appends each before reading
+        // the next (offsets follow request order); the responder awaits their acks in that
+        // same order. The channel between them bounds what is in flight.
+        let (appended_tx, mut appended_rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
         tokio::spawn(
             async move {
-                let mut in_flight = FuturesOrdered::new();
-                let mut inbound_open = true;
                 loop {
-                    tokio::select! {
-                        biased;
-                        Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                            if tx.send(Ok(done)).await.is_err() {
+                    match inbound.message().await {
+                        Ok(Some(message)) => {
+                            let pending = start_produce(&log, message).await;
+                            if appended_tx.send(Ok(pending)).await.is_err() {
                                 return;
                             }
                         }
-                        message = inbound.message(), if inbound_open && in_flight.len() < MAX_IN_FLIGHT_PER_STREAM => {
-                            match message {
-                                Ok(Some(message)) => in_flight.push_back(start_produce(&log, message).await),
-                                Ok(None) => inbound_open = false,
-                                Err(status) => {
-                                    let _ = tx.send(Err(status)).await;
-                                    return;
-                                }
-                            }
+                        Ok(None) => return,
+                        // After the acks of everything appended before it.
+                        Err(status) => {
+                            let _ = appended_tx.send(Err(status)).await;
+                            return;
                         }
-                        else => break,
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+        tokio::spawn(
+            async move {
+                while let Some(next) = appended_rx.recv().await {
+                    let response = match next {
+                        Ok(pending) => Ok(pending.await),
+                        Err(status) => Err(status),
+                    };
+                    let last = response.is_err();
+                    if tx.send(response).await.is_err() || last {
+                        return;
                     }
                 }
             }
