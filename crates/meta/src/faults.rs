@@ -30,11 +30,16 @@ struct Armed {
     fault: TxnFault,
 }
 
+#[derive(Debug, Default)]
+struct FaultState {
+    armed: VecDeque<Armed>,
+    injected: usize,
+}
+
 /// Which faults to inject. Cloning shares them.
 #[derive(Debug, Clone, Default)]
 pub struct MetaFaults {
-    armed: Arc<Mutex<VecDeque<Armed>>>,
-    injected: Arc<Mutex<usize>>,
+    state: Arc<Mutex<FaultState>>,
 }
 
 impl MetaFaults {
@@ -46,9 +51,9 @@ impl MetaFaults {
     /// The next `count` transactions that put a key starting with `prefix` fail with `fault`.
     pub fn fail_txns_writing(&self, prefix: impl Into<Vec<u8>>, fault: TxnFault, count: usize) {
         let prefix = prefix.into();
-        let mut armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         for _ in 0..count {
-            armed.push_back(Armed {
+            state.armed.push_back(Armed {
                 prefix: prefix.clone(),
                 fault,
             });
@@ -57,28 +62,29 @@ impl MetaFaults {
 
     /// Disarms every fault not yet injected.
     pub fn clear(&self) {
-        self.armed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.lock().armed.clear();
     }
 
     /// Faults injected so far.
     pub fn injected(&self) -> usize {
-        *self.injected.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lock().injected
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn take_for(&self, txn: &Txn) -> Option<TxnFault> {
-        let mut armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         let writes = |prefix: &[u8]| {
             txn.success
                 .iter()
                 .chain(&txn.failure)
                 .any(|op| matches!(op, TxnOp::Put { key, .. } if key.starts_with(prefix)))
         };
-        let position = armed.iter().position(|armed| writes(&armed.prefix))?;
-        let fault = armed.remove(position).map(|armed| armed.fault)?;
-        *self.injected.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        let position = state.armed.iter().position(|armed| writes(&armed.prefix))?;
+        let fault = state.armed.remove(position).map(|armed| armed.fault)?;
+        state.injected += 1;
         Some(fault)
     }
 }

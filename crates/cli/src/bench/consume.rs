@@ -35,16 +35,13 @@ pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
 /// Writes the records the run will read.
 async fn fill(addr: &str, args: &LoadArgs, topic: &BenchTopic) -> Result<()> {
     let records = args.records.unwrap_or(DEFAULT_RECORDS);
-    let plan = Arc::new(LoadPlan {
-        topic: topic.name.clone(),
-        partitions: topic.partitions,
-        record_size: args.record_size.as_u64() as usize,
-        batch_records: args.batch_records,
-        max_in_flight: args.max_in_flight as usize,
-        budget: Budget::new(Some(records), None),
-        rate: None,
-        stamp_epoch: None,
-    });
+    let plan = Arc::new(LoadPlan::new(
+        args,
+        topic,
+        Budget::new(Some(records), None),
+        None,
+        None,
+    ));
     let acked = Arc::new(AtomicU64::new(0));
     let _progress = Progress::start(
         "fill",

@@ -63,16 +63,13 @@ async fn measure(
         ));
     }
 
-    let plan = Arc::new(LoadPlan {
-        topic: topic.name.clone(),
-        partitions: topic.partitions,
-        record_size: args.record_size.as_u64() as usize,
-        batch_records: args.batch_records,
-        max_in_flight: args.max_in_flight as usize,
-        budget: Budget::new(args.record_limit(), args.duration),
-        rate: args.rate,
-        stamp_epoch: Some(epoch),
-    });
+    let plan = Arc::new(LoadPlan::new(
+        args,
+        topic,
+        Budget::new(args.record_limit(), args.duration),
+        args.rate,
+        Some(epoch),
+    ));
     let before = scrape(&args.metrics_url).await;
     let progress = Progress::start(
         "e2e",
@@ -103,20 +100,7 @@ async fn measure(
     consumers.abort_all();
     drop(progress);
 
-    let mut report = Report::new(
-        "e2e",
-        topic.name.clone(),
-        totals.records,
-        totals.bytes,
-        totals.elapsed,
-    );
-    report.partitions = Some(topic.partitions);
-    report.concurrency = args.concurrency as usize;
-    report.record_size = args.record_size.as_u64();
-    report.batch_records = Some(args.batch_records);
-    if let Some(latency) = Latency::of(&totals.latency) {
-        report.latency_ms.insert("produce", latency);
-    }
+    let mut report = totals.report("e2e", args, topic);
     let e2e = Latency::of(&e2e.lock().unwrap_or_else(PoisonError::into_inner));
     if let Some(latency) = e2e {
         report.latency_ms.insert("e2e", latency);

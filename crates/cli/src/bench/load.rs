@@ -18,7 +18,9 @@ use shale_client::{Client, ClientError, ProduceAck, ProduceRequest, ProducerOpti
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bench::report::{latency_histogram, record_latency};
+use crate::bench::LoadArgs;
+use crate::bench::report::{Latency, Report, latency_histogram, record_latency};
+use crate::bench::topic::BenchTopic;
 
 /// What to produce.
 #[derive(Debug)]
@@ -33,6 +35,28 @@ pub(crate) struct LoadPlan {
     pub(crate) rate: Option<u64>,
     /// For e2e: each value starts with the microseconds since this instant at send time.
     pub(crate) stamp_epoch: Option<Instant>,
+}
+
+impl LoadPlan {
+    /// The plan `args` describe for `topic`, spending `budget` at `rate`.
+    pub(crate) fn new(
+        args: &LoadArgs,
+        topic: &BenchTopic,
+        budget: Budget,
+        rate: Option<u64>,
+        stamp_epoch: Option<Instant>,
+    ) -> Self {
+        Self {
+            topic: topic.name.clone(),
+            partitions: topic.partitions,
+            record_size: args.record_size.as_u64() as usize,
+            batch_records: args.batch_records,
+            max_in_flight: args.max_in_flight as usize,
+            budget,
+            rate,
+            stamp_epoch,
+        }
+    }
 }
 
 /// Hands out records until a count or a deadline is reached.
@@ -75,6 +99,33 @@ pub(crate) struct LoadTotals {
     pub(crate) bytes: u64,
     pub(crate) elapsed: Duration,
     pub(crate) latency: Histogram<u64>,
+}
+
+impl LoadTotals {
+    /// The report of a run that produced these totals: throughput, the load's shape and the
+    /// send-to-ack latency.
+    pub(crate) fn report(
+        &self,
+        bench: &'static str,
+        args: &LoadArgs,
+        topic: &BenchTopic,
+    ) -> Report {
+        let mut report = Report::new(
+            bench,
+            topic.name.clone(),
+            self.records,
+            self.bytes,
+            self.elapsed,
+        );
+        report.partitions = Some(topic.partitions);
+        report.concurrency = args.concurrency as usize;
+        report.record_size = args.record_size.as_u64();
+        report.batch_records = Some(args.batch_records);
+        if let Some(latency) = Latency::of(&self.latency) {
+            report.latency_ms.insert("produce", latency);
+        }
+        report
+    }
 }
 
 /// Runs the plan with `concurrency` workers; `acked` counts acknowledged records as they come

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::bench::load::{self, Budget, LoadPlan};
 use crate::bench::progress::{Goal, Progress};
-use crate::bench::report::{Latency, Report};
+use crate::bench::report::Report;
 use crate::bench::topic::BenchTopic;
 use crate::bench::{LoadArgs, scrape, store_requests_since};
 use crate::cmd::connect;
@@ -21,16 +21,13 @@ pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
 }
 
 async fn measure(addr: &str, args: &LoadArgs, topic: &BenchTopic) -> Result<Report> {
-    let plan = Arc::new(LoadPlan {
-        topic: topic.name.clone(),
-        partitions: topic.partitions,
-        record_size: args.record_size.as_u64() as usize,
-        batch_records: args.batch_records,
-        max_in_flight: args.max_in_flight as usize,
-        budget: Budget::new(args.record_limit(), args.duration),
-        rate: args.rate,
-        stamp_epoch: None,
-    });
+    let plan = Arc::new(LoadPlan::new(
+        args,
+        topic,
+        Budget::new(args.record_limit(), args.duration),
+        args.rate,
+        None,
+    ));
     let before = scrape(&args.metrics_url).await;
     let acked = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(
@@ -43,20 +40,7 @@ async fn measure(addr: &str, args: &LoadArgs, topic: &BenchTopic) -> Result<Repo
     let totals = load::produce(addr, plan, args.concurrency, acked).await?;
     drop(progress);
 
-    let mut report = Report::new(
-        "produce",
-        topic.name.clone(),
-        totals.records,
-        totals.bytes,
-        totals.elapsed,
-    );
-    report.partitions = Some(topic.partitions);
-    report.concurrency = args.concurrency as usize;
-    report.record_size = args.record_size.as_u64();
-    report.batch_records = Some(args.batch_records);
-    if let Some(latency) = Latency::of(&totals.latency) {
-        report.latency_ms.insert("produce", latency);
-    }
+    let mut report = totals.report("produce", args, topic);
     report.object_store_requests = store_requests_since(&args.metrics_url, before).await;
     Ok(report)
 }
