@@ -56,7 +56,7 @@ async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: not yet registered in the metadata store\n",
+            "not ready: not registered in the metadata store, or cut off from it\n",
         )
     }
 }

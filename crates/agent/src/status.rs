@@ -24,7 +24,7 @@ pub fn code_for(error: &LogError) -> Code {
         | LogError::ProducerFenced { .. }
         | LogError::OutOfOrderSequence { .. }
         | LogError::UnknownProducer { .. } => Code::FailedPrecondition,
-        LogError::Backpressure { .. } => Code::ResourceExhausted,
+        LogError::Backpressure { .. } | LogError::MetaFull(_) => Code::ResourceExhausted,
         LogError::NotLeader { .. }
         | LogError::StorageUnavailable(_)
         | LogError::MetaUnavailable(_)

@@ -104,6 +104,10 @@ pub enum LogError {
     #[error("metadata store unavailable: {0}")]
     MetaUnavailable(String),
 
+    /// The metadata store refuses writes until an operator frees space (etcd `NOSPACE`).
+    #[error("{0}")]
+    MetaFull(String),
+
     #[error("stored data failed verification: {0}")]
     CorruptData(String),
 
@@ -144,6 +148,7 @@ impl From<MetaError> for LogError {
                 "a concurrent metadata change got in the way; retry ({message})"
             )),
             MetaError::InvalidRequest(message) => Self::InvalidRequest(message),
+            MetaError::NoSpace(_) => Self::MetaFull(error.to_string()),
             MetaError::Corrupt { .. } => Self::CorruptData(error.to_string()),
             MetaError::LeaseNotFound(_)
             | MetaError::Compacted { .. }

@@ -5,9 +5,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::path::Path;
 use shale_format::{BatchIter, DecodedRecord, RecordBatch};
-use shale_meta::IndexEntry;
+use shale_meta::{IndexEntry, PartitionState, Record as _};
 
+use crate::view::PartitionKey;
 use crate::{Log, LogError};
+
+/// Index entries one fetch reads at most (each is one cached range of a segment).
+const FETCH_MAX_ENTRIES: usize = 64;
 
 /// Default size of one fetch answer.
 pub const DEFAULT_FETCH_MAX_BYTES: usize = 1 << 20;
@@ -47,55 +51,120 @@ pub struct FetchedRecords {
 impl Log {
     /// Reads committed batches from `request.offset`, waiting up to `max_wait` at the end
     /// of the log.
+    ///
+    /// Never skips and never goes backwards: the answer starts at the index entry that holds
+    /// `request.offset` and follows entries only while they are contiguous. An offset the
+    /// view cannot see yet (past its high watermark, or in a gap of its index) is waited for;
+    /// only an offset past the *store's* high watermark is out of range.
     pub async fn fetch(&self, request: &FetchRequest) -> Result<FetchedBatches, LogError> {
         let topic = self.topic(&request.topic)?;
         Self::check_partition(&topic, request.partition)?;
         let key = (topic.id, request.partition);
-        let mut high_watermark_rx = self.inner.view.watch_high_watermark(key);
+        let view = &self.inner.view;
+        let mut high_watermark_rx = view.watch_high_watermark(key);
+        let mut connected_rx = view.connection_changes();
         let deadline = tokio::time::Instant::now() + request.max_wait;
         loop {
-            // Mark the current value seen before reading the view: a commit landing after
+            // Mark the current values seen before reading the view: a change landing after
             // the read then still wakes the wait below.
             high_watermark_rx.borrow_and_update();
-            let (high_watermark, log_start, entries) =
-                self.inner.view.with_partition(key, |partition| {
-                    let entries: Vec<IndexEntry> = partition
-                        .entries_from(request.offset)
-                        .take_while(|entry| entry.base_offset < partition.high_watermark)
-                        .take(64)
-                        .cloned()
-                        .collect();
-                    (partition.high_watermark, partition.log_start, entries)
-                });
-            if request.offset < log_start || request.offset > high_watermark {
-                return Err(LogError::OffsetOutOfRange {
-                    topic: topic.name.clone(),
-                    partition: request.partition,
-                    offset: request.offset,
-                    log_start,
-                    high_watermark,
-                });
-            }
-            if request.offset == high_watermark {
-                let woke = tokio::time::timeout_at(deadline, high_watermark_rx.changed()).await;
-                if matches!(woke, Ok(Ok(()))) {
+            let connected = *connected_rx.borrow_and_update();
+            if !connected {
+                // A disconnected view may be stale: wait for it, then give up retryably.
+                if tokio::time::timeout_at(deadline, connected_rx.changed())
+                    .await
+                    .is_ok_and(|changed| changed.is_ok())
+                {
                     continue;
                 }
+                return Err(LogError::MetaUnavailable(
+                    "this agent has lost its connection to the metadata store and cannot tell the current end of the log; retry, or use another agent".to_owned(),
+                ));
+            }
+            let (high_watermark, log_start, entries) = view.with_partition(key, |partition| {
+                (
+                    partition.high_watermark,
+                    partition.log_start,
+                    partition.contiguous_entries_from(request.offset, FETCH_MAX_ENTRIES),
+                )
+            });
+            if request.offset < log_start {
+                return Err(Self::out_of_range(
+                    &topic.name,
+                    request,
+                    log_start,
+                    high_watermark,
+                ));
+            }
+            let wait_reason = if request.offset >= high_watermark {
+                None
+            } else if entries.is_empty() {
+                Some("its index entry")
+            } else {
+                let batches = self
+                    .read_batches(&entries, request.offset, high_watermark, request.max_bytes)
+                    .await?;
                 return Ok(FetchedBatches {
-                    batches: Vec::new(),
+                    batches,
                     high_watermark,
                     log_start,
                 });
+            };
+            // Nothing to return yet: wait for the view to move.
+            let woke = tokio::time::timeout_at(deadline, high_watermark_rx.changed()).await;
+            if matches!(woke, Ok(Ok(()))) {
+                continue;
             }
-            let batches = self
-                .read_batches(&entries, request.offset, high_watermark, request.max_bytes)
-                .await?;
+            if let Some(what) = wait_reason {
+                return Err(LogError::MetaUnavailable(format!(
+                    "offset {} of {}/{} is committed but {what} has not reached this agent yet; retry",
+                    request.offset, topic.name, request.partition
+                )));
+            }
+            if request.offset > high_watermark {
+                // The view may lag the store (another agent committed, the watch is behind):
+                // ask the store before calling the offset out of range.
+                let committed = self.committed_high_watermark(key).await?;
+                if request.offset > committed {
+                    return Err(Self::out_of_range(
+                        &topic.name,
+                        request,
+                        log_start,
+                        committed,
+                    ));
+                }
+            }
             return Ok(FetchedBatches {
-                batches,
-                high_watermark,
+                batches: Vec::new(),
+                high_watermark: high_watermark.max(request.offset),
                 log_start,
             });
         }
+    }
+
+    fn out_of_range(
+        topic: &str,
+        request: &FetchRequest,
+        log_start: i64,
+        high_watermark: i64,
+    ) -> LogError {
+        LogError::OffsetOutOfRange {
+            topic: topic.to_owned(),
+            partition: request.partition,
+            offset: request.offset,
+            log_start,
+            high_watermark,
+        }
+    }
+
+    /// The high watermark as committed in the metadata store (not the view).
+    async fn committed_high_watermark(&self, key: PartitionKey) -> Result<i64, LogError> {
+        let state_key = self.inner.keys.partition_state(key.0, key.1);
+        let Some(kv) = self.inner.meta.get(&state_key).await? else {
+            return Ok(0);
+        };
+        let state = PartitionState::decode(&kv.key, &kv.value)?;
+        Ok(state.high_watermark)
     }
 
     /// Reads and decodes records from `request.offset` (filtering out earlier records of the
@@ -143,6 +212,8 @@ impl Log {
     ) -> Result<Vec<RecordBatch>, LogError> {
         let mut out = Vec::new();
         let mut total = 0usize;
+        // The next offset the answer must continue with: batches never skip offsets.
+        let mut expected = offset;
         for entry in entries {
             let chunk = self.read_chunk(entry).await?;
             for batch in BatchIter::new(chunk) {
@@ -155,6 +226,14 @@ impl Log {
                 if batch.base_offset() >= high_watermark {
                     return Ok(out);
                 }
+                if batch.base_offset() > expected {
+                    return Err(LogError::CorruptData(format!(
+                        "object {} holds offsets from {} where {expected} was expected",
+                        entry.object,
+                        batch.base_offset()
+                    )));
+                }
+                expected = batch.last_offset() + 1;
                 total += batch.byte_len();
                 out.push(batch);
                 if total >= max_bytes {

@@ -87,6 +87,7 @@ impl Log {
             .range(RangeRequest {
                 range: KeyRange::prefix(prefix),
                 limit: 0,
+                revision: 0,
             })
             .await?;
         let mut out = Vec::new();

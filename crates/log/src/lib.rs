@@ -225,10 +225,11 @@ impl Log {
         &self.inner.config
     }
 
-    /// Whether the engine is registered in the metadata store under a live lease
-    /// (readiness). Partitions are claimed moments later; produces wait for that.
+    /// Whether the engine is registered in the metadata store under a live lease and its
+    /// view follows the store (readiness). Partitions are claimed moments later; produces
+    /// wait for that.
     pub fn is_ready(&self) -> bool {
-        *self.inner.lease.borrow() != 0
+        *self.inner.lease.borrow() != 0 && self.inner.view.is_connected()
     }
 
     /// The partitions this agent leads.

@@ -21,6 +21,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// Keys per page of a bootstrap read.
+const BOOTSTRAP_PAGE: usize = 1000;
+
 /// A partition: `(topic id, partition number)`.
 pub(crate) type PartitionKey = (TopicId, u32);
 
@@ -58,7 +61,8 @@ impl PartitionView {
         }
     }
 
-    /// The index entries that hold `offset` and everything after it, in offset order.
+    /// The index entries from the one that holds `offset` on, in offset order, stopping at
+    /// the first gap (offsets the view has not seen yet).
     pub(crate) fn entries_from(&self, offset: i64) -> impl Iterator<Item = &IndexEntry> {
         let first = self
             .entries
@@ -66,12 +70,49 @@ impl PartitionView {
             .next_back()
             .filter(|(_, entry)| entry.last_offset >= offset)
             .map_or(offset, |(base, _)| *base);
-        self.entries.range(first..).map(|(_, entry)| entry)
+        let mut expected: Option<i64> = None;
+        self.entries
+            .range(first..)
+            .map(|(_, entry)| entry)
+            .take_while(move |entry| {
+                let follows = expected.is_none_or(|next| entry.base_offset == next);
+                expected = Some(entry.last_offset + 1);
+                follows
+            })
+    }
+
+    /// The index entries from the one that holds `offset` on, below the high watermark, as
+    /// long as they follow each other without a gap: at most `limit` of them. Empty if no
+    /// entry holds `offset` (the view has not seen it yet), so a read never jumps forward
+    /// over offsets it cannot see.
+    pub(crate) fn contiguous_entries_from(&self, offset: i64, limit: usize) -> Vec<IndexEntry> {
+        let mut out: Vec<IndexEntry> = Vec::new();
+        let Some((first, _)) = self
+            .entries
+            .range(..=offset)
+            .next_back()
+            .filter(|(_, entry)| entry.last_offset >= offset)
+        else {
+            return out;
+        };
+        for entry in self.entries.range(*first..).map(|(_, entry)| entry) {
+            if out.len() >= limit || entry.base_offset >= self.high_watermark {
+                break;
+            }
+            if let Some(previous) = out.last()
+                && entry.base_offset != previous.last_offset + 1
+            {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        out
     }
 }
 
 #[derive(Debug, Default)]
 struct ViewState {
+    /// Topics by name, with the revision of the record.
     topics: HashMap<String, (Arc<TopicRecord>, Revision)>,
     topic_names: HashMap<TopicId, String>,
     agents: BTreeMap<String, AgentRecord>,
@@ -86,6 +127,9 @@ pub(crate) struct ClusterView {
     state: RwLock<ViewState>,
     revision_tx: watch::Sender<Revision>,
     membership_tx: watch::Sender<u64>,
+    /// Whether the view follows the store (loaded and watching). While it does not, reads
+    /// must not trust it to be current.
+    connected_tx: watch::Sender<bool>,
 }
 
 impl ClusterView {
@@ -96,7 +140,26 @@ impl ClusterView {
             state: RwLock::new(ViewState::default()),
             revision_tx: watch::channel(0).0,
             membership_tx: watch::channel(0).0,
+            connected_tx: watch::channel(false).0,
         })
+    }
+
+    /// Whether the view follows the metadata store now (loaded, its watch running).
+    pub(crate) fn is_connected(&self) -> bool {
+        *self.connected_tx.borrow()
+    }
+
+    /// Changes whenever the view connects or disconnects.
+    pub(crate) fn connection_changes(&self) -> watch::Receiver<bool> {
+        self.connected_tx.subscribe()
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected_tx.send_if_modified(|current| {
+            let changed = *current != connected;
+            *current = connected;
+            changed
+        });
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ViewState> {
@@ -111,12 +174,51 @@ impl ClusterView {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Loads everything under the cluster prefix; returns the revision to watch from.
+    /// Loads everything under the cluster prefix as one snapshot and merges it with what the
+    /// view already knows; returns the snapshot's revision, to watch from.
+    ///
+    /// The snapshot is read page by page at the revision of its first page, so it is
+    /// consistent. It may still be older than what the view holds: this agent's own commits
+    /// are applied locally as they land, and may have landed after the snapshot was read.
+    /// Those survive the swap (see [`merge_newer`]), so a reload never drops a committed
+    /// segment or lowers a high watermark; the watch then replays everything after the
+    /// snapshot's revision, and replays are idempotent.
     pub(crate) async fn bootstrap(&self, meta: &dyn MetaStore) -> Result<Revision, MetaError> {
+        // Another writer may touch the range between pages; a store that cannot serve an
+        // older revision then says `Compacted`, and a fresh snapshot is read.
+        const ATTEMPTS: usize = 20;
+        let mut attempt = 0;
+        let (fresh, revision) = loop {
+            match self.read_snapshot(meta).await {
+                Ok(snapshot) => break snapshot,
+                Err(MetaError::Compacted { .. }) if attempt + 1 < ATTEMPTS => attempt += 1,
+                Err(error) => return Err(error),
+            }
+        };
+        {
+            let mut state = self.write();
+            let old = std::mem::take(&mut *state);
+            *state = merge_newer(fresh, old, revision);
+        }
+        self.revision_tx.send_if_modified(|applied| {
+            let advanced = revision > *applied;
+            *applied = (*applied).max(revision);
+            advanced
+        });
+        self.membership_tx
+            .send_modify(|generation| *generation += 1);
+        Ok(revision)
+    }
+
+    /// Reads every key under the root at one revision.
+    async fn read_snapshot(
+        &self,
+        meta: &dyn MetaStore,
+    ) -> Result<(ViewState, Revision), MetaError> {
         let range = KeyRange::prefix(self.keys.root_prefix());
         let mut fresh = ViewState::default();
         let mut start = range.start.clone();
-        let mut first_revision = None;
+        let mut revision = 0;
         loop {
             let page = meta
                 .range(RangeRequest {
@@ -124,10 +226,13 @@ impl ClusterView {
                         start: start.clone(),
                         end: range.end.clone(),
                     },
-                    limit: 1000,
+                    limit: BOOTSTRAP_PAGE,
+                    revision,
                 })
                 .await?;
-            first_revision.get_or_insert(page.revision);
+            if revision == 0 {
+                revision = page.revision;
+            }
             for kv in &page.kvs {
                 apply_put(&self.keys, &mut fresh, kv);
             }
@@ -139,25 +244,8 @@ impl ClusterView {
                 _ => break,
             }
         }
-        let revision = first_revision.unwrap_or(0);
         fresh.revision = revision;
-        {
-            let mut state = self.write();
-            // Waiters on partitions that still exist keep their channels.
-            for (key, partition) in &mut fresh.partitions {
-                if let Some(old) = state.partitions.remove(key) {
-                    partition.high_watermark_tx = old.high_watermark_tx;
-                }
-                partition
-                    .high_watermark_tx
-                    .send_replace(partition.high_watermark);
-            }
-            *state = fresh;
-        }
-        self.revision_tx.send_replace(revision);
-        self.membership_tx
-            .send_modify(|generation| *generation += 1);
-        Ok(revision)
+        Ok((fresh, revision))
     }
 
     /// Follows the watch until `shutdown`, re-bootstrapping whenever the watch breaks.
@@ -173,8 +261,12 @@ impl ClusterView {
                 stream = meta.watch(KeyRange::prefix(self.keys.root_prefix()), from) => stream,
             };
             let mut stream = match stream {
-                Ok(stream) => stream,
+                Ok(stream) => {
+                    self.set_connected(true);
+                    stream
+                }
                 Err(error) => {
+                    self.set_connected(false);
                     warn!(%error, "metadata watch failed to start; retrying");
                     if sleep_or_shutdown(&shutdown).await {
                         return;
@@ -220,7 +312,9 @@ impl ClusterView {
                     break;
                 }
             }
-            // Reload everything: events may have been missed.
+            // Reload everything: events may have been missed. Until the reload and a new watch
+            // are in place, the view is not current.
+            self.set_connected(false);
             loop {
                 match self.bootstrap(meta.as_ref()).await {
                     Ok(revision) => {
@@ -349,6 +443,57 @@ impl ClusterView {
             .high_watermark_tx
             .subscribe()
     }
+}
+
+/// The view after a reload: the snapshot read at `revision`, plus whatever `old` knows that
+/// is newer than the snapshot (local commits and watch events applied after it was read).
+/// High watermarks never go down.
+fn merge_newer(mut fresh: ViewState, mut old: ViewState, revision: Revision) -> ViewState {
+    for (name, (topic, seen)) in old.topics.drain() {
+        if seen > revision && !fresh.topics.contains_key(&name) {
+            fresh.topic_names.insert(topic.id, name.clone());
+            fresh.topics.insert(name, (topic, seen));
+        }
+    }
+    for (key, mut before) in old.partitions.drain() {
+        let Some(partition) = fresh.partitions.get_mut(&key) else {
+            // Unknown to the snapshot: created after it (keep), or gone before it (drop).
+            let newer = before.state_revision > revision
+                || before.leader_revision > revision
+                || before.log_start_revision > revision;
+            if newer && fresh.topic_names.contains_key(&key.0) {
+                fresh.partitions.insert(key, before);
+            }
+            continue;
+        };
+        // Waiters keep their channels.
+        partition.high_watermark_tx = before.high_watermark_tx.clone();
+        // Entries at or past the snapshot's high watermark were committed after it.
+        let committed_in_snapshot = partition.high_watermark;
+        for (base, entry) in before.entries.split_off(&committed_in_snapshot) {
+            partition.entries.entry(base).or_insert(entry);
+        }
+        if before.state_revision > partition.state_revision {
+            partition.state_revision = before.state_revision;
+            partition.leader_epoch = before.leader_epoch;
+        }
+        partition.high_watermark = partition.high_watermark.max(before.high_watermark);
+        if before.leader_revision > partition.leader_revision {
+            partition.leader_revision = before.leader_revision;
+            partition.leader = before.leader.take();
+        }
+        if before.log_start_revision > partition.log_start_revision {
+            partition.log_start_revision = before.log_start_revision;
+            partition.log_start = before.log_start;
+        }
+    }
+    for partition in fresh.partitions.values() {
+        partition
+            .high_watermark_tx
+            .send_replace(partition.high_watermark);
+    }
+    fresh.revision = revision;
+    fresh
 }
 
 async fn sleep_or_shutdown(shutdown: &CancellationToken) -> bool {
@@ -502,5 +647,134 @@ fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
             debug!(key = %String::from_utf8_lossy(&kv.key), %error, "skipping undecodable metadata value");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(base_offset: i64, last_offset: i64) -> IndexEntry {
+        IndexEntry {
+            object: format!("segments/{base_offset}.seg"),
+            object_size: 100,
+            offset: 0,
+            length: 10,
+            base_offset,
+            last_offset,
+            record_count: last_offset - base_offset + 1,
+            batch_count: 1,
+            min_timestamp_ms: 0,
+            max_timestamp_ms: 0,
+            crc32c: 0,
+            created_at_ms: 0,
+        }
+    }
+
+    fn partition(
+        high_watermark: i64,
+        state_revision: Revision,
+        spans: &[(i64, i64)],
+    ) -> PartitionView {
+        let mut view = PartitionView::new();
+        view.high_watermark = high_watermark;
+        view.state_revision = state_revision;
+        for (base, last) in spans {
+            view.entries.insert(*base, entry(*base, *last));
+        }
+        view
+    }
+
+    fn with_topic(id: TopicId, partitions: Vec<(u32, PartitionView)>) -> ViewState {
+        let mut state = ViewState::default();
+        state.topic_names.insert(id, "t".to_owned());
+        state.topics.insert(
+            "t".to_owned(),
+            (
+                Arc::new(TopicRecord {
+                    id,
+                    name: "t".to_owned(),
+                    partitions: 2,
+                    config: shale_meta::TopicConfig::default(),
+                    created_at_ms: 0,
+                }),
+                1,
+            ),
+        );
+        for (number, view) in partitions {
+            state.partitions.insert((id, number), view);
+        }
+        state
+    }
+
+    #[test]
+    fn a_read_at_an_offset_the_index_does_not_hold_gets_nothing() {
+        let view = partition(20, 5, &[(0, 4), (10, 14), (15, 19)]);
+        let bases = |offset| -> Vec<i64> {
+            view.contiguous_entries_from(offset, 64)
+                .iter()
+                .map(|e| e.base_offset)
+                .collect()
+        };
+        assert_eq!(bases(0), [0], "stops before the gap at 5..10");
+        assert_eq!(bases(3), [0]);
+        assert!(bases(5).is_empty(), "never jumps over 5..10 to 10");
+        assert_eq!(bases(12), [10, 15]);
+        assert!(bases(20).is_empty());
+        assert_eq!(view.contiguous_entries_from(10, 1).len(), 1);
+        let below_high_watermark = partition(12, 5, &[(0, 4), (5, 9), (12, 14)]);
+        assert_eq!(below_high_watermark.contiguous_entries_from(0, 64).len(), 2);
+        let timestamps: Vec<i64> = view.entries_from(0).map(|e| e.base_offset).collect();
+        assert_eq!(timestamps, [0], "timestamp scans stop at gaps too");
+    }
+
+    /// A reload reads a snapshot at revision 10 while this agent commits 5..10 at revision
+    /// 11 and applies it locally: the reload must keep it and must not lower the high
+    /// watermark, or a consumer at offset 5 would skip or see the log shrink.
+    #[test]
+    fn a_reload_keeps_newer_local_commits_and_never_lowers_the_high_watermark() {
+        let id = TopicId([1; 16]);
+        let snapshot = with_topic(id, vec![(0, partition(5, 9, &[(0, 4)]))]);
+        let local = with_topic(
+            id,
+            vec![
+                (0, partition(10, 11, &[(0, 4), (5, 9)])),
+                // Created after the snapshot's revision: kept.
+                (1, partition(3, 11, &[(0, 2)])),
+            ],
+        );
+        let waiter = local.partitions[&(id, 0)].high_watermark_tx.subscribe();
+        let merged = merge_newer(snapshot, local, 10);
+        let p0 = &merged.partitions[&(id, 0)];
+        assert_eq!(p0.high_watermark, 10);
+        assert_eq!(p0.entries.keys().copied().collect::<Vec<_>>(), [0, 5]);
+        assert_eq!(p0.contiguous_entries_from(5, 64).len(), 1);
+        assert_eq!(*waiter.borrow(), 10, "waiters keep their channel");
+        assert_eq!(merged.partitions[&(id, 1)].high_watermark, 3);
+        assert_eq!(merged.revision, 10);
+    }
+
+    /// What the snapshot says is newer wins; state the old view held from before the
+    /// snapshot (a deleted topic's partition) is dropped.
+    #[test]
+    fn a_reload_drops_what_the_snapshot_no_longer_has() {
+        let id = TopicId([1; 16]);
+        let gone = TopicId([2; 16]);
+        let snapshot = with_topic(id, vec![(0, partition(8, 12, &[(0, 7)]))]);
+        let mut local = with_topic(id, vec![(0, partition(5, 9, &[(0, 4)]))]);
+        local
+            .partitions
+            .insert((gone, 0), partition(4, 3, &[(0, 3)]));
+        let merged = merge_newer(snapshot, local, 12);
+        assert_eq!(merged.partitions[&(id, 0)].high_watermark, 8);
+        assert_eq!(
+            merged.partitions[&(id, 0)]
+                .entries
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [0]
+        );
+        assert!(!merged.partitions.contains_key(&(gone, 0)));
     }
 }

@@ -30,6 +30,14 @@ pub enum MetaError {
         compact_revision: Revision,
     },
 
+    /// The store refuses writes because its space quota is used up (etcd's `NOSPACE` alarm).
+    /// Nothing was written. An operator must compact and defragment etcd, or raise
+    /// `--quota-backend-bytes`, then disarm the alarm.
+    #[error(
+        "metadata store is out of space and refuses writes ({0}); compact and defragment etcd, then disarm its NOSPACE alarm"
+    )]
+    NoSpace(String),
+
     /// A transaction has more compares, or more ops in one branch, than the store allows.
     /// Nothing was written.
     #[error("transaction has {ops} operations in one part, more than the limit of {limit}")]

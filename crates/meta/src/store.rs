@@ -94,6 +94,21 @@ pub struct RangeRequest {
     pub range: KeyRange,
     /// At most this many keys; `0` means no limit.
     pub limit: usize,
+    /// Read the keys as they were at this revision; `0` means the newest. Reading several
+    /// pages at the revision the first page reported gives one consistent snapshot. A
+    /// revision the store can no longer serve fails with [`MetaError::Compacted`].
+    pub revision: Revision,
+}
+
+impl RangeRequest {
+    /// Every key of `range`, as of now.
+    pub fn all(range: KeyRange) -> Self {
+        Self {
+            range,
+            limit: 0,
+            revision: 0,
+        }
+    }
 }
 
 /// The result of a range read.
@@ -421,6 +436,7 @@ pub trait MetaStore: Send + Sync + fmt::Debug + 'static {
             .range(RangeRequest {
                 range: KeyRange::key(key),
                 limit: 1,
+                revision: 0,
             })
             .await?;
         Ok(response.kvs.into_iter().next())

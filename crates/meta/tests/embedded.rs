@@ -373,6 +373,7 @@ async fn slow_watcher_catches_up_from_history() {
         .range(RangeRequest {
             range: KeyRange::prefix("/s/"),
             limit: 0,
+            revision: 0,
         })
         .await
         .unwrap();

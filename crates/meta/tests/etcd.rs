@@ -81,6 +81,7 @@ async fn key_prefix_isolates_stores() {
         .range(RangeRequest {
             range: KeyRange::prefix(""),
             limit: 0,
+            revision: 0,
         })
         .await
         .unwrap()

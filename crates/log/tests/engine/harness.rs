@@ -37,7 +37,7 @@ pub(crate) struct Harness {
     dir: TempDir,
     cache_generation: u32,
     // Dropped last: the servers outlive the engine.
-    _etcd: Option<shale_testkit::Etcd>,
+    etcd: Option<shale_testkit::Etcd>,
     _s3: Option<shale_testkit::S3Server>,
 }
 
@@ -113,7 +113,7 @@ impl Harness {
             log: Some(log),
             dir,
             cache_generation: 0,
-            _etcd: etcd,
+            etcd,
             _s3: s3,
         };
         harness.wait_ready().await;
@@ -121,6 +121,14 @@ impl Harness {
     }
 
     /// The running engine.
+    /// Kills the etcd server (SIGKILL); panics on the embedded backends.
+    pub(crate) fn kill_etcd(&mut self) {
+        self.etcd
+            .as_mut()
+            .expect("only the etcd backend has an etcd")
+            .kill();
+    }
+
     pub(crate) fn log(&self) -> &Log {
         self.log.as_ref().expect("the engine is running")
     }

@@ -52,7 +52,45 @@ on_both_backends!(
     missing_object_is_data_loss_not_an_outage,
     commit_with_lost_answer_resyncs_without_duplicates,
     commit_refused_by_metadata_resyncs_and_retries_cleanly,
+    fetch_ahead_of_the_view_waits_instead_of_out_of_range,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnected_view_refuses_reads_and_is_not_ready() {
+    let mut h = Harness::start(Backends::EtcdS3).await;
+    h.create_topic("cut", 1).await;
+    h.produce_ok(produce_to("cut", 0, &["a", "b"])).await;
+    let read = h
+        .log()
+        .fetch_records(&fetch_from("cut", 0, 0), 0)
+        .await
+        .unwrap();
+    assert_eq!(read.records.len(), 2);
+    h.kill_etcd();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while h.log().is_ready() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an agent cut off from etcd must report not-ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = h
+        .log()
+        .fetch_records(
+            &FetchRequest {
+                max_wait: Duration::from_millis(300),
+                ..fetch_from("cut", 0, 0)
+            },
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LogError::MetaUnavailable(_)) && error.is_retryable(),
+        "a read from a disconnected view is a retryable error, not stale data: {error}"
+    );
+}
 
 fn record(key: Option<&str>, value: &str, timestamp_ms: i64) -> (Record, Option<i64>) {
     (
@@ -374,6 +412,63 @@ async fn long_poll_wakes_on_new_data(backends: Backends) {
         "the waiting fetch returns the new record"
     );
     assert_eq!(fetched.high_watermark, 1);
+}
+
+/// A consumer whose offset is past this agent's view (it read elsewhere, the view lags) is
+/// not out of range: the fetch waits for the view. Only an offset past what the store has
+/// committed is out of range.
+async fn fetch_ahead_of_the_view_waits_instead_of_out_of_range(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("ahead", 1).await;
+    h.produce_ok(produce_to("ahead", 0, &["0", "1"])).await;
+    let log = h.log().clone();
+    let waiting = tokio::spawn(async move {
+        log.fetch_records(
+            &FetchRequest {
+                max_wait: Duration::from_secs(20),
+                ..fetch_from("ahead", 0, 4)
+            },
+            0,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fetch past the view's high watermark waits: {:?}",
+        waiting.is_finished()
+    );
+    h.produce_ok(produce_to("ahead", 0, &["2", "3", "4", "5", "6"]))
+        .await;
+    let fetched = waiting.await.unwrap().unwrap();
+    let offsets: Vec<i64> = fetched.records.iter().map(|r| r.offset).collect();
+    assert_eq!(
+        offsets,
+        [4, 5, 6],
+        "the answer starts exactly at the asked offset"
+    );
+
+    let error = h
+        .log()
+        .fetch_records(
+            &FetchRequest {
+                max_wait: Duration::from_millis(100),
+                ..fetch_from("ahead", 0, 50)
+            },
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LogError::OffsetOutOfRange {
+                high_watermark: 7,
+                ..
+            }
+        ),
+        "past the committed end is out of range: {error}"
+    );
 }
 
 async fn timestamp_lookup_is_exact(backends: Backends) {

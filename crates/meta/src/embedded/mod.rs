@@ -383,7 +383,42 @@ impl Inner {
         check_range(&request.range)?;
         let tx = self.db.begin_read().map_err(storage)?;
         let kv = tx.open_table(KV).map_err(storage)?;
-        let revision = read_meta(&tx.open_table(META).map_err(storage)?, META_REVISION)?;
+        let meta = tx.open_table(META).map_err(storage)?;
+        let revision = read_meta(&meta, META_REVISION)?;
+        if request.revision > revision {
+            return Err(MetaError::InvalidRequest(format!(
+                "revision {} is in the future (the store is at {revision})",
+                request.revision
+            )));
+        }
+        if request.revision > 0 && request.revision < revision {
+            // Only the newest values are stored. The range is what it was at the older
+            // revision exactly when no later revision touched it, which history tells.
+            let compact_revision = read_meta(&meta, META_COMPACT_REVISION)?;
+            let history = tx.open_table(HISTORY).map_err(storage)?;
+            let last_change = if request.revision + 1 < compact_revision {
+                Some(compact_revision)
+            } else {
+                let mut last_change = None;
+                for entry in history.range(request.revision + 1..).map_err(storage)? {
+                    let (at, events) = entry.map_err(storage)?;
+                    let at = at.value();
+                    if decode_events(at, events.value())?
+                        .iter()
+                        .any(|event| request.range.contains(&event.kv.key))
+                    {
+                        last_change = Some(at);
+                    }
+                }
+                last_change
+            };
+            if let Some(last_change) = last_change {
+                return Err(MetaError::Compacted {
+                    requested: request.revision,
+                    compact_revision: last_change,
+                });
+            }
+        }
         let (kvs, more) = scan(&kv, &request.range, request.limit)?;
         Ok(RangeResponse {
             kvs,

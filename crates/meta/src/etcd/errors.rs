@@ -5,7 +5,7 @@
 use tonic::Code;
 
 use crate::MetaError;
-use crate::store::{LeaseId, MetaLimits};
+use crate::store::{LeaseId, MetaLimits, Revision};
 
 /// What the failed request was about, to fill in the error's fields.
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,6 +14,8 @@ pub(crate) struct ErrorContext {
     pub(crate) ops: usize,
     pub(crate) bytes: usize,
     pub(crate) limits: MetaLimits,
+    /// The revision a read asked for.
+    pub(crate) revision: Revision,
 }
 
 pub(crate) fn map_error(error: etcd_client::Error, context: &ErrorContext) -> MetaError {
@@ -48,6 +50,16 @@ fn map_status(code: Code, message: &str, context: &ErrorContext) -> MetaError {
             limit: context.limits.max_request_bytes,
         };
     }
+    if message.contains("required revision has been compacted") {
+        // etcd does not say which revision is the oldest left; 0 means "unknown".
+        return MetaError::Compacted {
+            requested: context.revision,
+            compact_revision: 0,
+        };
+    }
+    if message.contains("database space exceeded") {
+        return MetaError::NoSpace(message.to_owned());
+    }
     if message.contains("requested lease not found") {
         return MetaError::LeaseNotFound(context.lease);
     }
@@ -80,6 +92,7 @@ mod tests {
                 ops: 129,
                 bytes: 1_600_000,
                 limits: MetaLimits::default(),
+                revision: 9,
             },
         )
     }
@@ -117,6 +130,23 @@ mod tests {
                 "etcdserver: duplicate key given in txn request"
             ),
             MetaError::InvalidRequest(_)
+        ));
+        assert_eq!(
+            status(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted"
+            ),
+            MetaError::Compacted {
+                requested: 9,
+                compact_revision: 0
+            }
+        );
+        assert!(matches!(
+            status(
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded"
+            ),
+            MetaError::NoSpace(_)
         ));
         assert!(matches!(
             status(Code::PermissionDenied, "etcdserver: permission denied"),

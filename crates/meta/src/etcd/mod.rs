@@ -172,8 +172,15 @@ impl MetaStore for EtcdStore {
         self.call(
             Op::Range,
             Box::pin(async {
-                let RangeRequest { range, limit } = request;
+                let RangeRequest {
+                    range,
+                    limit,
+                    revision,
+                } = request;
                 let mut options = ec::GetOptions::new();
+                if revision > 0 {
+                    options = options.with_revision(revision);
+                }
                 if !range.end.is_empty() {
                     options = options.with_range(self.prefix.range_end(&range.end));
                 }
@@ -187,7 +194,15 @@ impl MetaStore for EtcdStore {
                         Some(options),
                     )
                     .await
-                    .map_err(|error| map_error(error, &ErrorContext::default()))?;
+                    .map_err(|error| {
+                        map_error(
+                            error,
+                            &ErrorContext {
+                                revision,
+                                ..ErrorContext::default()
+                            },
+                        )
+                    })?;
                 let revision = header_revision(response.header())?;
                 let more = response.more();
                 let kvs = response
@@ -225,6 +240,7 @@ impl MetaStore for EtcdStore {
                     .max(txn.failure.len()),
                 bytes: txn.encoded_len(),
                 limits: self.options.limits,
+                revision: 0,
             };
             let request = ec::Txn::new()
                 .when(
