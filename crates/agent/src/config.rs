@@ -207,6 +207,7 @@ impl AgentConfig {
     pub fn engine_config(&self) -> LogConfig {
         LogConfig {
             agent_id: self.agent_id.clone(),
+            lease_file: Some(self.cache_dir.join("agent-lease")),
             flush_interval: self.flush_interval,
             flush_bytes: self.flush_bytes,
             max_buffered_bytes: self.max_buffered_bytes,

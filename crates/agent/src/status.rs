@@ -8,6 +8,8 @@ use tonic::{Code, Status};
 pub const LEADER_HINT_METADATA: &str = "shale-leader";
 /// Metadata key carrying a partition's actual next offset on a failed conditional append.
 pub const NEXT_OFFSET_METADATA: &str = "shale-next-offset";
+/// Metadata key set to `unknown` when a produce may or may not have been applied.
+pub const OUTCOME_METADATA: &str = "shale-outcome";
 
 /// The gRPC code for an engine error.
 pub fn code_for(error: &LogError) -> Code {
@@ -21,6 +23,7 @@ pub fn code_for(error: &LogError) -> Code {
         | LogError::MessageTooLarge { .. } => Code::InvalidArgument,
         LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
         LogError::ConditionFailed { .. }
+        | LogError::AgentIdInUse { .. }
         | LogError::ProducerFenced { .. }
         | LogError::OutOfOrderSequence { .. }
         | LogError::UnknownProducer { .. } => Code::FailedPrecondition,
@@ -28,6 +31,7 @@ pub fn code_for(error: &LogError) -> Code {
         LogError::NotLeader { .. }
         | LogError::StorageUnavailable(_)
         | LogError::MetaUnavailable(_)
+        | LogError::OutcomeUnknown(_)
         | LogError::ShuttingDown => Code::Unavailable,
         LogError::CorruptData(_) => Code::DataLoss,
         LogError::Internal(_) => Code::Internal,
@@ -50,6 +54,12 @@ pub fn to_status(error: &LogError) -> Status {
             if let Ok(value) = actual.to_string().parse() {
                 status.metadata_mut().insert(NEXT_OFFSET_METADATA, value);
             }
+        }
+        LogError::OutcomeUnknown(_) => {
+            status.metadata_mut().insert(
+                OUTCOME_METADATA,
+                tonic::metadata::MetadataValue::from_static("unknown"),
+            );
         }
         _ => {}
     }
@@ -82,6 +92,15 @@ mod tests {
             status.metadata().get(LEADER_HINT_METADATA).unwrap(),
             "agent-2"
         );
+
+        let status = to_status(&LogError::OutcomeUnknown("lost answer".into()));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .contains("may or may not have been applied")
+        );
+        assert_eq!(status.metadata().get(OUTCOME_METADATA).unwrap(), "unknown");
     }
 
     #[test]

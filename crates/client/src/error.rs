@@ -13,6 +13,8 @@ use tonic::{Code, Status};
 const LEADER_HINT_METADATA: &str = "shale-leader";
 /// Metadata key the agent sets on a failed conditional append: the partition's next offset.
 const NEXT_OFFSET_METADATA: &str = "shale-next-offset";
+/// Metadata key the agent sets to `unknown` when a produce may or may not have been written.
+const OUTCOME_METADATA: &str = "shale-outcome";
 
 /// An error from the SDK. Messages are lowercase and name what failed, so a CLI can print them
 /// as they are.
@@ -36,6 +38,8 @@ pub enum ClientError {
         leader: Option<String>,
         /// The partition's actual next offset, when a conditional append failed.
         next_offset: Option<i64>,
+        /// The agent said the produce may or may not have been written.
+        outcome_unknown: bool,
     },
 
     /// The connection failed while the call was under way; the agent may have acted on it.
@@ -110,10 +114,28 @@ impl ClientError {
                 true
             }
             // A NOT_LEADER answer is decided before anything is appended.
-            Self::Status { code, leader, .. } => rejected_code(*code) || leader.is_some(),
+            Self::Status {
+                code,
+                leader,
+                outcome_unknown,
+                ..
+            } => !outcome_unknown && (rejected_code(*code) || leader.is_some()),
             Self::StreamBroken { sent, .. } => !sent,
             Self::Transport { .. } | Self::Protocol { .. } => false,
         }
+    }
+
+    /// Whether the agent said this produce may or may not have been written: its commit's
+    /// answer was lost, or leadership ended while it was under way. Reading the partition
+    /// tells; an idempotent producer's retry gets the original offsets either way.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::Status {
+                outcome_unknown: true,
+                ..
+            }
+        )
     }
 
     /// The current leader's agent id, when the agent said it does not lead the partition.
@@ -168,22 +190,27 @@ impl ClientError {
             .get(NEXT_OFFSET_METADATA)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok());
+        let outcome_unknown = metadata
+            .get(OUTCOME_METADATA)
+            .is_some_and(|value| value.as_bytes() == b"unknown");
         Self::Status {
             code: status.code(),
             message: status_message(status.code(), status.message().to_owned()),
             leader,
             next_offset,
+            outcome_unknown,
         }
     }
 
     /// A per-request failure reported inside a produce stream (a google.rpc.Code number).
-    pub(crate) fn from_produce_error(code: i32, message: String) -> Self {
+    pub(crate) fn from_produce_error(code: i32, message: String, outcome_unknown: bool) -> Self {
         let code = Code::from_i32(code);
         Self::Status {
             code,
             message: status_message(code, message),
             leader: None,
             next_offset: None,
+            outcome_unknown,
         }
     }
 
@@ -322,6 +349,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_outcome_is_said_so_on_both_paths() {
+        let mut status = Status::unavailable("the write may or may not have been applied");
+        status
+            .metadata_mut()
+            .insert(OUTCOME_METADATA, MetadataValue::from_static("unknown"));
+        let error = ClientError::from_status(&status, ADDR);
+        assert!(error.outcome_unknown());
+        assert!(error.is_retryable());
+        assert!(!error.has_no_side_effects());
+        let streamed = ClientError::from_produce_error(14, "may or may not".into(), true);
+        assert!(streamed.outcome_unknown());
+        assert!(!streamed.has_no_side_effects());
+        let plain =
+            ClientError::from_status(&Status::unavailable("object store unavailable"), ADDR);
+        assert!(!plain.outcome_unknown());
+    }
+
+    #[test]
     fn failed_condition_carries_the_next_offset() {
         let mut status = Status::failed_precondition("conditional append failed");
         status
@@ -335,7 +380,7 @@ mod tests {
 
     #[test]
     fn backpressure_is_retryable_and_harmless() {
-        let error = ClientError::from_produce_error(8, "produce buffer is full".into());
+        let error = ClientError::from_produce_error(8, "produce buffer is full".into(), false);
         assert_eq!(error.code(), Code::ResourceExhausted);
         assert!(error.is_retryable());
         assert!(error.has_no_side_effects());

@@ -11,9 +11,15 @@ use crate::LogError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// This agent's stable identity. Leadership of a previous process with the same id is
-    /// taken over at once instead of waiting for its lease to expire.
+    /// This agent's identity, unique in the cluster. Defaults to the host name (a pod's
+    /// name in Kubernetes). Registering an id that a live process holds fails; a restarted
+    /// process takes its own id over at once when `lease_file` proves the old registration
+    /// was its own, and otherwise once the old lease has expired.
     pub agent_id: String,
+    /// Where the agent remembers the lease of its registration (a file on its local disk),
+    /// so a restarted process can prove a leftover registration is its own. `None`: a
+    /// leftover registration is waited out.
+    pub lease_file: Option<std::path::PathBuf>,
     /// Seal the open segment this long after its first append. Each sealed segment is one
     /// object-store PUT, so this bounds PUTs per agent: 250 ms is 4 PUTs/s, about $52/month of
     /// S3 standard PUT requests per agent, whatever the number of partitions.
@@ -46,7 +52,8 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            agent_id: "agent-0".to_owned(),
+            agent_id: default_agent_id(),
+            lease_file: None,
             flush_interval: Duration::from_millis(250),
             flush_bytes: ByteSize::mib(8),
             max_buffered_bytes: ByteSize::mib(128),
@@ -57,6 +64,33 @@ impl Default for LogConfig {
             max_partitions_per_topic: 10_000,
             default_max_message_bytes: 1_048_588,
         }
+    }
+}
+
+/// The host name (`HOSTNAME`, else `/etc/hostname`) reduced to the characters an agent id
+/// may hold; `shale-agent` if there is none. Two agents on one host need explicit ids: the
+/// second one's registration is refused.
+pub fn default_agent_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    if id.is_empty() {
+        "shale-agent".to_owned()
+    } else {
+        id
     }
 }
 

@@ -104,12 +104,25 @@ pub enum LogError {
     #[error("metadata store unavailable: {0}")]
     MetaUnavailable(String),
 
+    /// A produce whose commit may or may not have landed: the agent cannot tell (the answer
+    /// of the metadata store was lost, or leadership ended while the commit was under way).
+    /// Reads will show whether it did.
+    #[error(
+        "the write may or may not have been applied ({0}); an idempotent producer's retry gets its original offsets, a plain retry may duplicate it"
+    )]
+    OutcomeUnknown(String),
+
     /// The metadata store refuses writes until an operator frees space (etcd `NOSPACE`).
     #[error("{0}")]
     MetaFull(String),
 
     #[error("stored data failed verification: {0}")]
     CorruptData(String),
+
+    #[error(
+        "agent id {agent_id:?} is registered by another live process (lease {lease:#x}); give this agent its own --agent-id, or stop the other one (its registration ends with its lease)"
+    )]
+    AgentIdInUse { agent_id: String, lease: i64 },
 
     #[error("agent is shutting down")]
     ShuttingDown,
@@ -126,6 +139,14 @@ fn leader_hint(leader: Option<&str>) -> String {
 }
 
 impl LogError {
+    /// The error for an append whose commit may have landed after `cause`.
+    pub(crate) fn outcome_unknown(partition: u32, cause: &LogError) -> Self {
+        match cause {
+            Self::OutcomeUnknown(_) => cause.clone(),
+            _ => Self::OutcomeUnknown(format!("partition {partition}: {cause}")),
+        }
+    }
+
     /// Whether the same request may succeed if simply retried later.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -134,6 +155,7 @@ impl LogError {
                 | Self::Backpressure { .. }
                 | Self::StorageUnavailable(_)
                 | Self::MetaUnavailable(_)
+                | Self::OutcomeUnknown(_)
                 | Self::ShuttingDown
         )
     }

@@ -48,6 +48,8 @@ pub(crate) struct LeadershipDeps {
     pub clock: Arc<dyn Clock>,
     pub lease_ttl: Duration,
     pub metrics: LogMetrics,
+    /// Where the lease of this agent's registration is remembered (see `LogConfig`).
+    pub lease_file: Option<std::path::PathBuf>,
 }
 
 /// The outcome of one claim attempt.
@@ -66,12 +68,18 @@ enum ClaimOutcome {
 /// Returns the lease of the last registration so shutdown can revoke it.
 pub(crate) async fn run_leadership(
     deps: LeadershipDeps,
+    first_lease: LeaseId,
     mut resync: mpsc::UnboundedReceiver<PartitionKey>,
     lease_tx: watch::Sender<LeaseId>,
     shutdown: CancellationToken,
 ) {
+    let mut registered = Some(first_lease);
     loop {
-        let lease = match register(&deps).await {
+        let attempt = match registered.take() {
+            Some(lease) => Ok(lease),
+            None => register(&deps).await,
+        };
+        let lease = match attempt {
             Ok(lease) => lease,
             Err(error) => {
                 warn!(%error, "agent registration failed; retrying");
@@ -129,8 +137,28 @@ pub(crate) async fn run_leadership(
     }
 }
 
-/// Grants a lease and writes the agent key under it.
-async fn register(deps: &LeadershipDeps) -> Result<LeaseId, MetaError> {
+/// Registers the agent at start-up: waits while another registration of the same id may
+/// still be expiring (at most the lease TTL and a margin), then gives up with
+/// [`LogError::AgentIdInUse`].
+pub(crate) async fn register_at_start(deps: &LeadershipDeps) -> Result<LeaseId, LogError> {
+    let deadline = tokio::time::Instant::now() + deps.lease_ttl + Duration::from_secs(2);
+    loop {
+        match register(deps).await {
+            Err(LogError::AgentIdInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                info!(agent_id = %deps.agent_id, "agent id is registered by another process; waiting for its lease to end");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Grants a lease and writes the agent key under it, only if no other live registration
+/// holds the id. A leftover registration under the lease remembered in `lease_file` was
+/// this agent's previous process: its lease is revoked (ending its leadership at once) and
+/// the id taken over.
+async fn register(deps: &LeadershipDeps) -> Result<LeaseId, LogError> {
+    let key = deps.keys.agent(&deps.agent_id);
     let lease = deps.meta.lease_grant(deps.lease_ttl).await?;
     let record = AgentRecord {
         agent_id: deps.agent_id.clone(),
@@ -140,11 +168,72 @@ async fn register(deps: &LeadershipDeps) -> Result<LeaseId, MetaError> {
         started_at_ms: deps.clock.now_ms(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let key = deps.keys.agent(&deps.agent_id);
-    deps.meta
-        .txn(Txn::new().and_then([TxnOp::put_with_lease(key, record.encode(), lease.id)]))
-        .await?;
-    Ok(lease.id)
+    for _ in 0..2 {
+        let response = deps
+            .meta
+            .txn(
+                Txn::new()
+                    .when([Compare::absent(key.clone())])
+                    .and_then([TxnOp::put_with_lease(
+                        key.clone(),
+                        record.encode(),
+                        lease.id,
+                    )])
+                    .or_else([TxnOp::get(key.clone())]),
+            )
+            .await?;
+        if response.succeeded {
+            remember_lease(deps, lease.id);
+            return Ok(lease.id);
+        }
+        let holder = match response.responses.into_iter().next() {
+            Some(shale_meta::TxnOpResponse::Get(kvs)) => kvs.into_iter().next(),
+            _ => None,
+        };
+        let Some(holder) = holder else {
+            continue; // gone in between: try again
+        };
+        if holder.lease != 0 && Some(holder.lease) == remembered_lease(deps) {
+            warn!(agent_id = %deps.agent_id, lease = holder.lease, "taking over the registration of this agent's previous process");
+            deps.meta
+                .lease_revoke(holder.lease)
+                .await
+                .or_else(|error| match error {
+                    MetaError::LeaseNotFound(_) => Ok(()),
+                    other => Err(other),
+                })?;
+            continue;
+        }
+        // Not ours: give our fresh lease back and refuse.
+        let _ = deps.meta.lease_revoke(lease.id).await;
+        return Err(LogError::AgentIdInUse {
+            agent_id: deps.agent_id.clone(),
+            lease: holder.lease,
+        });
+    }
+    let _ = deps.meta.lease_revoke(lease.id).await;
+    Err(LogError::MetaUnavailable(format!(
+        "the registration of agent {:?} kept changing under us; retry",
+        deps.agent_id
+    )))
+}
+
+fn remembered_lease(deps: &LeadershipDeps) -> Option<LeaseId> {
+    let path = deps.lease_file.as_ref()?;
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn remember_lease(deps: &LeadershipDeps, lease: LeaseId) {
+    let Some(path) = &deps.lease_file else {
+        return;
+    };
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, lease.to_string()));
+    if let Err(error) = written {
+        warn!(path = %path.display(), %error, "could not remember the agent's lease; a restart waits for it to expire");
+    }
 }
 
 /// Renews the lease every third of its TTL; cancels `lost` once it cannot be renewed.

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use admin::{PartitionDescription, TopicDescription};
-pub use config::LogConfig;
+pub use config::{LogConfig, default_agent_id};
 pub use error::LogError;
 pub use fetch::{DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedRecords};
 pub use groups::{GroupOffset, MAX_GROUP_NAME_LEN};
@@ -48,7 +48,7 @@ pub use produce::{
 };
 pub use topics::{COMPRESSION_TYPE, MAX_MESSAGE_BYTES, RETENTION_BYTES, RETENTION_MS};
 
-use leadership::{LeadershipDeps, run_leadership};
+use leadership::{LeadershipDeps, register_at_start, run_leadership};
 use produce::KeylessCursor;
 use view::{ClusterView, PartitionKey};
 use writer::{FlushDeps, Writer, run_flusher};
@@ -124,18 +124,30 @@ impl Log {
         let view_task = tokio::spawn(
             Arc::clone(&view).run(Arc::clone(&deps.meta), background_shutdown.clone()),
         );
+        let leadership_deps = LeadershipDeps {
+            agent_id: config.agent_id.clone(),
+            addresses: deps.addresses.clone(),
+            meta: Arc::clone(&deps.meta),
+            keys: deps.keys.clone(),
+            view: Arc::clone(&view),
+            writer: writer.clone(),
+            clock: Arc::clone(&deps.clock),
+            lease_ttl: config.lease_ttl,
+            metrics: deps.metrics.clone(),
+            lease_file: config.lease_file.clone(),
+        };
+        // Registered before anything runs, so a duplicate agent id fails start-up clearly.
+        let first_lease = match register_at_start(&leadership_deps).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                background_shutdown.cancel();
+                let _ = view_task.await;
+                return Err(error);
+            }
+        };
         let leadership_task = tokio::spawn(run_leadership(
-            LeadershipDeps {
-                agent_id: config.agent_id.clone(),
-                addresses: deps.addresses.clone(),
-                meta: Arc::clone(&deps.meta),
-                keys: deps.keys.clone(),
-                view: Arc::clone(&view),
-                writer: writer.clone(),
-                clock: Arc::clone(&deps.clock),
-                lease_ttl: config.lease_ttl,
-                metrics: deps.metrics.clone(),
-            },
+            leadership_deps,
+            first_lease,
             resync_rx,
             lease_tx,
             background_shutdown.clone(),

@@ -94,6 +94,15 @@ pub(crate) fn check_sequence(
             last_offset: seen.last_offset,
         });
     }
+    if let Some(request) = &state.last_request
+        && within(request, batch)
+    {
+        // One batch of a retried many-batch request: the request is answered as a whole.
+        return Ok(SequenceCheck::Duplicate {
+            base_offset: request.base_offset,
+            last_offset: request.last_offset,
+        });
+    }
     let expected = add_sequence(state.last_sequence, 1);
     if batch.first_sequence == expected {
         Ok(SequenceCheck::Append)
@@ -103,6 +112,31 @@ pub(crate) fn check_sequence(
             expected,
             received: batch.first_sequence,
         })
+    }
+}
+
+/// Whether `batch`'s sequences lie inside `span` (sequences wrap, so distances are taken
+/// from the span's first sequence).
+fn within(span: &ProducerBatch, batch: ProducerBatchId) -> bool {
+    let distance = |from: i32, to: i32| -> i64 {
+        (i64::from(to) - i64::from(from)).rem_euclid(i64::from(i32::MAX) + 1)
+    };
+    let length = distance(span.first_sequence, span.last_sequence);
+    distance(span.first_sequence, batch.first_sequence) <= length
+        && distance(span.first_sequence, batch.last_sequence) <= length
+        && distance(span.first_sequence, batch.first_sequence)
+            <= distance(span.first_sequence, batch.last_sequence)
+}
+
+/// Records the span of a whole request (its first batch's first sequence to its last
+/// batch's last sequence, and the offsets they got).
+pub(crate) fn record_request(
+    producers: &mut BTreeMap<i64, ProducerState>,
+    producer_id: i64,
+    span: ProducerBatch,
+) {
+    if let Some(state) = producers.get_mut(&producer_id) {
+        state.last_request = Some(span);
     }
 }
 
@@ -122,10 +156,12 @@ pub(crate) fn record_batch(
             last_offset: -1,
             last_timestamp_ms: timestamp_ms,
             recent: Vec::new(),
+            last_request: None,
         });
     if batch.epoch != state.epoch {
         state.epoch = batch.epoch;
         state.recent.clear();
+        state.last_request = None;
     }
     state.last_sequence = batch.last_sequence;
     state.last_offset = last_offset;
@@ -234,6 +270,65 @@ mod tests {
             check_sequence(&producers, batch(9, 1), "t", 0),
             Ok(SequenceCheck::Duplicate { base_offset: 9, .. })
         ));
+    }
+
+    #[test]
+    fn a_retried_request_of_many_batches_is_a_duplicate_as_a_whole() {
+        let mut producers = BTreeMap::new();
+        for i in 0..20 {
+            record_batch(
+                &mut producers,
+                batch(i * 10, 10),
+                i64::from(i) * 10,
+                i64::from(i) * 10 + 9,
+                1,
+            );
+        }
+        record_request(
+            &mut producers,
+            7,
+            ProducerBatch {
+                first_sequence: 0,
+                last_sequence: 199,
+                base_offset: 0,
+                last_offset: 199,
+            },
+        );
+        // Batches the recent list still holds answer with their own offsets; the request as a
+        // whole merges them into the span.
+        assert_eq!(
+            check_sequence(&producers, batch(190, 10), "t", 0),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 190,
+                last_offset: 199
+            })
+        );
+        for first in [0, 50, 140] {
+            assert_eq!(
+                check_sequence(&producers, batch(first, 10), "t", 0),
+                Ok(SequenceCheck::Duplicate {
+                    base_offset: 0,
+                    last_offset: 199
+                }),
+                "batch at sequence {first}"
+            );
+        }
+        assert_eq!(
+            check_sequence(&producers, batch(200, 1), "t", 0),
+            Ok(SequenceCheck::Append)
+        );
+        assert!(check_sequence(&producers, batch(195, 10), "t", 0).is_err());
+        let wrapped = ProducerBatch {
+            first_sequence: i32::MAX - 4,
+            last_sequence: 4,
+            base_offset: 0,
+            last_offset: 9,
+        };
+        assert!(within(
+            &wrapped,
+            ProducerBatchId::new(7, 0, i32::MAX - 1, 3)
+        ));
+        assert!(!within(&wrapped, ProducerBatchId::new(7, 0, 5, 1)));
     }
 
     #[test]

@@ -11,13 +11,19 @@
 //! segment plus per-partition state derived from manifests, keeps commits to one
 //! transaction but moves complexity into every reader; see `docs/metadata.md`.)
 //!
-//! Per partition: one compare (the leader key's mod revision equals the fence the agent got
-//! when it claimed the partition; only claims write that key, so any later claim — by
-//! another agent, or by a restarted process with the same agent id — moves it) and two puts (state, index entry). etcd counts the
-//! largest of compares / success ops / failure ops against the limit, so the two puts bind:
-//! 64 partitions per transaction at the default limit. The failure branch reads the leader
-//! keys, so when a transaction fails its compares we know which partitions are fenced; the
-//! others are retried once, in a new plan.
+//! Per partition: two compares and two puts (state, index entry).
+//! - The leader key's mod revision equals the fence the agent got when it claimed the
+//!   partition. Only claims write that key, so any later claim (by another agent, or by a
+//!   restarted process with the same agent id) moves it.
+//! - The state key's mod revision equals the one the agent last wrote (by its claim or its
+//!   previous commit). That is the continuity check: the new chunk's base offset is the high
+//!   watermark of exactly that state, so a commit never lands past a hole or on top of a
+//!   state it did not build on.
+//!
+//! etcd counts the largest of compares / success ops / failure ops against the limit: 64
+//! partitions per transaction at the default limit. The failure branch reads the leader and
+//! state keys, so when a transaction fails its compares we know which partitions are fenced
+//! or discontinuous; the others are retried once, in a new plan.
 
 use futures::StreamExt;
 use shale_common::TopicId;
@@ -37,6 +43,9 @@ pub struct PartitionCommit {
     /// wrote it. Only claims write that key, so any new claim (by anyone) changes it, and
     /// its expiry deletes it.
     pub leader_fence: Revision,
+    /// The mod revision of the partition's state key as this agent last wrote it (its claim
+    /// or its previous commit): the state whose high watermark `index_entry` continues.
+    pub state_revision: Revision,
     /// The partition's new state (high watermark, producers).
     pub state: PartitionState,
     /// Where this segment holds the partition's new batches.
@@ -53,6 +62,10 @@ pub enum CommitOutcome {
     Fenced {
         current_leader: Option<LeaderRecord>,
     },
+    /// The leader fence held but the state key is not the one this commit builds on: the
+    /// chunk would not continue the committed high watermark. Nothing was written; the
+    /// partition must re-read its state before it commits again.
+    Discontinuous { committed: Option<PartitionState> },
     /// The commit was refused or its outcome is unknown. With
     /// [`MetaError::Unavailable`] it may have been applied: re-read the partition's state to
     /// find out. Other errors mean nothing was written.
@@ -88,6 +101,7 @@ struct Prepared {
     index: usize,
     leader_key: Vec<u8>,
     fence: Revision,
+    state_revision: Revision,
     state_key: Vec<u8>,
     state_value: Vec<u8>,
     index_key: Vec<u8>,
@@ -95,8 +109,11 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn compare(&self) -> Compare {
-        Compare::mod_revision(self.leader_key.clone(), self.fence)
+    fn compares(&self) -> [Compare; 2] {
+        [
+            Compare::mod_revision(self.leader_key.clone(), self.fence),
+            Compare::mod_revision(self.state_key.clone(), self.state_revision),
+        ]
     }
 
     fn puts(&self) -> [TxnOp; 2] {
@@ -106,8 +123,11 @@ impl Prepared {
         ]
     }
 
-    fn read_leader(&self) -> TxnOp {
-        TxnOp::get(self.leader_key.clone())
+    fn reads(&self) -> [TxnOp; 2] {
+        [
+            TxnOp::get(self.leader_key.clone()),
+            TxnOp::get(self.state_key.clone()),
+        ]
     }
 
     /// Its share of a transaction's encoded size (which is additive).
@@ -117,9 +137,9 @@ impl Prepared {
 
     fn alone(&self) -> Txn {
         Txn::new()
-            .when([self.compare()])
+            .when(self.compares())
             .and_then(self.puts())
-            .or_else([self.read_leader()])
+            .or_else(self.reads())
     }
 }
 
@@ -185,9 +205,9 @@ enum GroupResult {
 
 async fn run_group(store: &dyn MetaStore, group: Vec<Prepared>) -> GroupResult {
     let txn = Txn::new()
-        .when(group.iter().map(Prepared::compare))
+        .when(group.iter().flat_map(Prepared::compares))
         .and_then(group.iter().flat_map(Prepared::puts))
-        .or_else(group.iter().map(Prepared::read_leader));
+        .or_else(group.iter().flat_map(Prepared::reads));
     let response = match store.txn(txn).await {
         Ok(response) => response,
         Err(error) => {
@@ -212,16 +232,38 @@ async fn run_group(store: &dyn MetaStore, group: Vec<Prepared>) -> GroupResult {
     let mut innocent = Vec::new();
     let mut answers = response.responses.into_iter();
     for partition in group {
-        let leader = match answers.next() {
-            Some(TxnOpResponse::Get(kvs)) => kvs.into_iter().next(),
+        let (leader, state) = match (answers.next(), answers.next()) {
+            (Some(TxnOpResponse::Get(leader)), Some(TxnOpResponse::Get(state))) => {
+                (leader.into_iter().next(), state.into_iter().next())
+            }
             other => {
                 let error = MetaError::Internal(format!(
-                    "commit failure branch answered {other:?} instead of the leader key"
+                    "commit failure branch answered {other:?} instead of the leader and state keys"
                 ));
                 decided.push((partition.index, CommitOutcome::Failed(error)));
                 continue;
             }
         };
+        let leader_holds = match &leader {
+            Some(kv) => kv.mod_revision == partition.fence,
+            None => partition.fence == 0,
+        };
+        let state_holds =
+            state.as_ref().map_or(0, |kv| kv.mod_revision) == partition.state_revision;
+        if leader_holds && !state_holds {
+            let committed = match state {
+                Some(kv) => match PartitionState::decode(&kv.key, &kv.value) {
+                    Ok(state) => Some(state),
+                    Err(error) => {
+                        decided.push((partition.index, CommitOutcome::Failed(error)));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            decided.push((partition.index, CommitOutcome::Discontinuous { committed }));
+            continue;
+        }
         match leader {
             Some(kv) if kv.mod_revision == partition.fence => innocent.push(partition),
             Some(kv) => {
@@ -274,6 +316,7 @@ pub async fn commit_segment(
             index,
             leader_key: keys.partition_leader(commit.topic_id, commit.partition),
             fence: commit.leader_fence,
+            state_revision: commit.state_revision,
             state_key: keys.partition_state(commit.topic_id, commit.partition),
             state_value: commit.state.encode(),
             index_key: keys.index_entry(
@@ -352,6 +395,7 @@ mod tests {
             index,
             leader_key: format!("/l/{index}").into_bytes(),
             fence: 5,
+            state_revision: 4,
             state_key: format!("/s/{index}").into_bytes(),
             state_value: vec![b'x'; value_bytes],
             index_key: format!("/i/{index}").into_bytes(),
@@ -367,9 +411,9 @@ mod tests {
         assert_eq!(groups.len(), 1000usize.div_ceil(64));
         for group in &groups {
             let txn = Txn::new()
-                .when(group.iter().map(Prepared::compare))
+                .when(group.iter().flat_map(Prepared::compares))
                 .and_then(group.iter().flat_map(Prepared::puts))
-                .or_else(group.iter().map(Prepared::read_leader));
+                .or_else(group.iter().flat_map(Prepared::reads));
             assert_eq!(crate::check_limits(&txn, limits), Ok(()));
         }
     }

@@ -78,6 +78,7 @@ macro_rules! meta_store_suite {
             limits_refuse_and_write_nothing,
             commit_thousand_partitions,
             commit_fenced_partition_fails_alone,
+            commit_that_does_not_continue_the_state_fails_alone,
             commit_oversized_partition_is_refused,
         );
     };
@@ -896,12 +897,14 @@ fn partition_commit(setup: &CommitSetup, topic: TopicId, partition: u32) -> Part
             last_offset: 109,
             last_timestamp_ms: 1_700_000_000_000,
             recent: Vec::new(),
+            last_request: None,
         },
     );
     PartitionCommit {
         topic_id: topic,
         partition,
         leader_fence: setup.fences[&(topic, partition)],
+        state_revision: 0,
         state: PartitionState {
             leader_epoch: 1,
             high_watermark: 110,
@@ -1035,6 +1038,75 @@ pub async fn commit_fenced_partition_fails_alone(store: &dyn MetaStore) {
     }
     let index = range_prefix(store, &setup.keys.index_prefix()).await;
     assert_eq!(index.len(), 998);
+}
+
+/// A commit whose partition state is not the one it builds on (the state key moved since
+/// the agent's claim or last commit: an earlier chunk is missing, or someone else wrote)
+/// is refused for that partition alone, with the state it found; the others commit.
+pub async fn commit_that_does_not_continue_the_state_fails_alone(store: &dyn MetaStore) {
+    let setup = claim_partitions(store, "commitcontinuity", 3).await;
+    let first: Vec<PartitionCommit> = setup
+        .partitions
+        .iter()
+        .map(|(topic, partition)| partition_commit(&setup, *topic, *partition))
+        .collect();
+    let report = commit_segment(store, &setup.keys, first.clone(), CommitOptions::default()).await;
+    let CommitOutcome::Committed { revision } = report.outcomes[0] else {
+        panic!("{:?}", report.outcomes[0]);
+    };
+    let mut second = first.clone();
+    for commit in &mut second {
+        commit.state_revision = revision;
+        commit.state.high_watermark = 120;
+        commit.index_entry.base_offset = 110;
+        commit.index_entry.last_offset = 119;
+    }
+    // Partition 1 builds on a state that is not the committed one (as if the chunk at 100
+    // had never committed): it must not land past it.
+    second[1].state_revision = 0;
+    let report = commit_segment(store, &setup.keys, second.clone(), CommitOptions::default()).await;
+    assert!(matches!(
+        report.outcomes[0],
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(
+        report.outcomes[1],
+        CommitOutcome::Discontinuous {
+            committed: Some(first[1].state.clone())
+        }
+    );
+    assert!(matches!(
+        report.outcomes[2],
+        CommitOutcome::Committed { .. }
+    ));
+    let skipped = &second[1];
+    assert_eq!(
+        store
+            .get(
+                &setup
+                    .keys
+                    .index_entry(skipped.topic_id, skipped.partition, 110)
+            )
+            .await
+            .unwrap(),
+        None,
+        "nothing of the discontinuous commit is written"
+    );
+    let kv = store
+        .get(
+            &setup
+                .keys
+                .partition_state(skipped.topic_id, skipped.partition),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        PartitionState::decode(&kv.key, &kv.value)
+            .unwrap()
+            .high_watermark,
+        110
+    );
 }
 
 /// A partition too large for any transaction is refused with a clear error and nothing of

@@ -44,6 +44,9 @@ pub enum Fault {
     NotFound,
     /// HTTP 403 (not retryable).
     PermissionDenied,
+    /// The calling task panics inside the call, standing in for a bug in a layer above the
+    /// store: tests use it to show a panicking task fails its work cleanly.
+    Panic,
 }
 
 impl Fault {
@@ -54,7 +57,7 @@ impl Fault {
             Fault::Precondition => ErrorClass::Precondition,
             Fault::AlreadyExists => ErrorClass::AlreadyExists,
             Fault::NotFound => ErrorClass::NotFound,
-            Fault::PermissionDenied => ErrorClass::Permanent,
+            Fault::PermissionDenied | Fault::Panic => ErrorClass::Permanent,
         }
     }
 
@@ -67,6 +70,7 @@ impl Fault {
             Fault::AlreadyExists => "object already exists",
             Fault::NotFound => "404 not found",
             Fault::PermissionDenied => "403 access denied",
+            Fault::Panic => "panic",
         }
     }
 
@@ -100,7 +104,7 @@ impl Fault {
                 path,
                 source: Box::new(fault),
             },
-            Fault::PermissionDenied => Error::PermissionDenied {
+            Fault::PermissionDenied | Fault::Panic => Error::PermissionDenied {
                 path,
                 source: Box::new(fault),
             },
@@ -302,6 +306,7 @@ async fn run<T>(
         tokio::time::sleep(decision.delay).await;
     }
     if let Some(fault) = decision.before {
+        assert!(fault != Fault::Panic, "injected panic on {op} {path}");
         return Err(fault.error(op, path));
     }
     let result = call.await;

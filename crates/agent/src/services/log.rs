@@ -284,6 +284,7 @@ async fn start_produce(
             v1::ProduceError {
                 code: code_for(&error) as i32,
                 message: error.to_string(),
+                outcome_unknown: matches!(error, shale_log::LogError::OutcomeUnknown(_)),
             },
         )),
     };

@@ -125,6 +125,7 @@ impl LogService for MockLog {
                     v1::produce_stream_response::Result::Error(v1::ProduceError {
                         code: tonic::Code::NotFound as i32,
                         message: "topic \"missing\" does not exist".into(),
+                        outcome_unknown: false,
                     })
                 } else {
                     let count = request.records.len() as i64;

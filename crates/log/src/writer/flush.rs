@@ -22,9 +22,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
-use super::Writer;
 use super::open_segment::OpenChunk;
-use crate::producers::record_batch;
+use super::{InFlight, Writer};
+use crate::producers::{record_batch, record_request};
 use crate::view::{ClusterView, PartitionKey};
 use crate::{LogError, LogMetrics};
 
@@ -97,13 +97,25 @@ pub(crate) async fn run_flusher(deps: FlushDeps, shutdown: CancellationToken) {
         let (done_tx, done_rx) = oneshot::channel();
         let previous = previous_commit.replace(done_rx);
         let job_deps = deps.clone();
-        jobs.spawn(
-            async move {
-                flush_segment(job_deps, chunks, previous, upload_slot).await;
-                let _ = done_tx.send(());
+        let keys: Vec<PartitionKey> = chunks.keys().copied().collect();
+        jobs.spawn(async move {
+            let flush = tokio::spawn(
+                flush_segment(job_deps.clone(), chunks, previous, upload_slot)
+                    .instrument(info_span!("log.flush_segment")),
+            );
+            if let Err(error) = flush.await {
+                // A bug (a panic) must not leave a hole that later segments commit past:
+                // reset every partition of the segment before the next one may commit.
+                tracing::error!(%error, partitions = keys.len(), "flushing a segment failed unexpectedly; failing its appends");
+                job_deps.metrics.flush_failures.inc();
+                let error = LogError::Internal(format!("flushing a segment failed: {error}"));
+                let mut state = job_deps.writer.lock();
+                for key in keys {
+                    Writer::fail_uncommitted(&mut state, key, &error, InFlight::MayHaveLanded);
+                }
             }
-            .instrument(info_span!("log.flush_segment")),
-        );
+            let _ = done_tx.send(());
+        });
     }
     while jobs.join_next().await.is_some() {}
 }
@@ -127,9 +139,28 @@ async fn flush_segment(
     deps.metrics
         .flush_upload_seconds
         .observe(started.elapsed().as_secs_f64());
-    // Commits land in seal order; a failed predecessor already reset what it had to.
-    if let Some(previous) = previous_commit {
-        let _ = previous.await;
+    // Commits land in seal order; a failed predecessor already reset what it had to. A
+    // predecessor that vanished without saying so (its task was torn down) may have left a
+    // hole: this segment's partitions are failed rather than committed past it.
+    if let Some(previous) = previous_commit
+        && previous.await.is_err()
+    {
+        let keys = match &uploaded {
+            Ok(placed) => placed.iter().map(|placed| placed.key).collect(),
+            Err((_, keys)) => keys.clone(),
+        };
+        warn!(
+            partitions = keys.len(),
+            "the previous segment's flush vanished; failing this segment's appends"
+        );
+        deps.metrics.flush_failures.inc();
+        let error =
+            LogError::Internal("the previous segment's flush ended without committing".to_owned());
+        let mut state = deps.writer.lock();
+        for key in keys {
+            Writer::fail_uncommitted(&mut state, key, &error, InFlight::MayHaveLanded);
+        }
+        return;
     }
     match uploaded {
         Ok(placed) => commit(&deps, placed).await,
@@ -138,7 +169,8 @@ async fn flush_segment(
             deps.metrics.flush_failures.inc();
             let mut state = deps.writer.lock();
             for key in keys {
-                Writer::fail_uncommitted(&mut state, key, &error);
+                // Later segments wait for this one before they commit: none can land.
+                Writer::fail_uncommitted(&mut state, key, &error, InFlight::NotApplied);
             }
         }
     }
@@ -223,7 +255,7 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
     let mut commits = Vec::new();
     let mut prepared = Vec::new();
     {
-        let state = deps.writer.lock();
+        let mut state = deps.writer.lock();
         for placed_chunk in placed {
             let key = placed_chunk.key;
             let Some(leader) = state.leaders.get(&key) else {
@@ -232,16 +264,32 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
             if leader.generation != placed_chunk.chunk.generation {
                 continue;
             }
+            if placed_chunk.entry.base_offset != leader.committed.high_watermark {
+                // Offsets are assigned contiguously and segments commit in order, so this is
+                // a bug; committing would leave a hole. Nothing of it is written.
+                let error = LogError::Internal(format!(
+                    "chunk at offset {} does not continue the committed high watermark {}",
+                    placed_chunk.entry.base_offset, leader.committed.high_watermark
+                ));
+                tracing::error!(topic_id = %key.0, partition = key.1, %error, "refusing a discontinuous commit");
+                deps.metrics.flush_failures.inc();
+                Writer::fail_uncommitted(&mut state, key, &error, InFlight::NotApplied);
+                continue;
+            }
             let mut new_state: PartitionState = leader.committed.clone();
             new_state.high_watermark = placed_chunk.entry.last_offset + 1;
             new_state.leader_epoch = leader.epoch;
             for (batch, base, last, timestamp) in &placed_chunk.chunk.producer_batches {
                 record_batch(&mut new_state.producers, *batch, *base, *last, *timestamp);
             }
+            for (producer_id, span) in &placed_chunk.chunk.producer_requests {
+                record_request(&mut new_state.producers, *producer_id, span.clone());
+            }
             commits.push(PartitionCommit {
                 topic_id: key.0,
                 partition: key.1,
                 leader_fence: leader.fence,
+                state_revision: leader.state_revision,
                 state: new_state.clone(),
                 index_entry: placed_chunk.entry.clone(),
             });
@@ -287,6 +335,7 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
                         && leader.generation == generation
                     {
                         leader.committed = new_state;
+                        leader.state_revision = revision;
                     }
                     committed_appends.extend(
                         placed_chunk
@@ -309,22 +358,49 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
                         leader: current_leader.map(|leader| leader.agent_id),
                     };
                     warn!(topic_id = %key.0, partition = key.1, "commit fenced: another leader holds the partition");
-                    Writer::fail_uncommitted(&mut state, key, &error);
+                    Writer::fail_uncommitted(&mut state, key, &error, InFlight::NotApplied);
                     state.leaders.remove(&key);
                     resync.push(key);
                 }
+                CommitOutcome::Discontinuous { committed } => {
+                    deps.metrics.flush_failures.inc();
+                    let error = LogError::MetaUnavailable(format!(
+                        "partition {} changed under its leader (committed high watermark {}); nothing was written, retry",
+                        key.1,
+                        committed.map_or(0, |state| state.high_watermark)
+                    ));
+                    warn!(topic_id = %key.0, partition = key.1, %error, "segment commit refused: it does not continue the committed state");
+                    Writer::fail_uncommitted(&mut state, key, &error, InFlight::NotApplied);
+                    if let Some(leader) = state.leaders.get_mut(&key) {
+                        // Re-read the state through a re-claim before appending again.
+                        leader.accepting = false;
+                        resync.push(key);
+                    }
+                }
                 CommitOutcome::Failed(error) => {
                     deps.metrics.flush_failures.inc();
-                    let definitely_not_applied = matches!(
-                        error,
-                        MetaError::TooManyOps { .. } | MetaError::RequestTooLarge { .. }
-                    );
+                    // A lost answer or a failure inside the store may hide a landed commit.
+                    let definitely_not_applied =
+                        !matches!(error, MetaError::Unavailable(_) | MetaError::Internal(_));
                     let log_error = LogError::from(error);
                     warn!(topic_id = %key.0, partition = key.1, error = %log_error, "segment commit failed");
-                    Writer::fail_uncommitted(&mut state, key, &log_error);
-                    if !definitely_not_applied && let Some(leader) = state.leaders.get_mut(&key) {
-                        // The outcome is unknown: stop appending until a re-claim has fenced
-                        // any late commit and re-read the state.
+                    if definitely_not_applied {
+                        Writer::fail_uncommitted(&mut state, key, &log_error, InFlight::NotApplied);
+                    } else {
+                        // This segment's appends may have landed; later segments' cannot (they
+                        // wait for this one and see the new generation).
+                        let unknown = LogError::outcome_unknown(key.1, &log_error);
+                        for id in &placed_chunk.chunk.append_ids {
+                            if let Some(pending) = state.pending.remove(id) {
+                                pending.complete(&Err(unknown.clone()));
+                            }
+                        }
+                        Writer::fail_uncommitted(&mut state, key, &log_error, InFlight::NotApplied);
+                    }
+                    if let Some(leader) = state.leaders.get_mut(&key) {
+                        // Stop appending until a re-claim has fenced any late commit and
+                        // re-read the state (also after a refusal: the state we build on may
+                        // be stale).
                         leader.accepting = false;
                         resync.push(key);
                     }

@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use shale_meta::{PartitionState, ProducerState, Revision, TopicRecord};
+use shale_meta::{PartitionState, ProducerBatch, ProducerState, Revision, TopicRecord};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
-use crate::producers::{ProducerBatchId, SequenceCheck, check_sequence, record_batch};
+use crate::producers::{
+    ProducerBatchId, SequenceCheck, check_sequence, record_batch, record_request,
+};
 use crate::view::PartitionKey;
 use crate::{LogError, LogMetrics};
 
@@ -66,6 +68,15 @@ impl AppendRequest {
 /// The future result of an append: resolves when the append is durable or failed.
 pub(crate) type AppendReceiver = oneshot::Receiver<Result<AppendAck, LogError>>;
 
+/// What became of a reset partition's appends that already left the open segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InFlight {
+    /// Their commits cannot land (not sent yet, or refused): they failed like open ones.
+    NotApplied,
+    /// A commit carrying them may be under way or may have landed.
+    MayHaveLanded,
+}
+
 /// Why a partition is led here and from which committed state it continues.
 #[derive(Debug, Clone)]
 pub(crate) struct Claim {
@@ -82,6 +93,9 @@ struct LeaderPartition {
     topic_name: String,
     epoch: u64,
     fence: Revision,
+    /// The mod revision of the partition's state key as this agent last wrote it (its claim,
+    /// then each commit). A commit lands only on exactly this state: the continuity check.
+    state_revision: Revision,
     /// The next offset to assign (includes appends not yet committed).
     next_offset: i64,
     /// Producer state including appends not yet committed.
@@ -353,6 +367,21 @@ impl Writer {
                 bytes: batch.bytes.freeze(),
             });
         }
+        // The whole request's span, so a retry of all its batches gets these offsets back
+        // however many batches it had.
+        let producer_request = match (producer_updates.first(), producer_updates.last()) {
+            (Some((first, base, _, _)), Some((last, _, last_offset, _))) => {
+                let span = ProducerBatch {
+                    first_sequence: first.first_sequence,
+                    last_sequence: last.last_sequence,
+                    base_offset: *base,
+                    last_offset: *last_offset,
+                };
+                record_request(&mut leader.producers, first.producer_id, span.clone());
+                Some((first.producer_id, span))
+            }
+            _ => None,
+        };
         leader.next_offset = offset;
         let generation = leader.generation;
         let ack = AppendAck {
@@ -363,9 +392,14 @@ impl Writer {
         let id = state.next_append_id;
         state.next_append_id += 1;
         let was_empty = state.open.is_empty();
-        state
-            .open
-            .push(request.key, generation, id, open_batches, producer_updates);
+        state.open.push(
+            request.key,
+            generation,
+            id,
+            open_batches,
+            producer_updates,
+            producer_request,
+        );
         state.pending.insert(
             id,
             PendingAppend {
@@ -395,6 +429,8 @@ impl Writer {
                 topic_name: topic_name.to_owned(),
                 epoch: claim.epoch,
                 fence: claim.fence,
+                // The claim wrote the state key in the same transaction as the leader key.
+                state_revision: claim.fence,
                 next_offset: claim.state.high_watermark,
                 producers: claim.state.producers.clone(),
                 committed: claim.state,
@@ -402,6 +438,7 @@ impl Writer {
                 accepting: true,
             },
         );
+        // A commit of the previous leadership may still be under way.
         Self::fail_uncommitted(
             &mut state,
             key,
@@ -410,6 +447,7 @@ impl Writer {
                 partition: key.1,
                 leader: None,
             },
+            InFlight::MayHaveLanded,
         );
         self.shared
             .metrics
@@ -425,7 +463,8 @@ impl Writer {
     pub(crate) fn remove_leader(&self, key: PartitionKey, error: &LogError) {
         let mut state = self.lock();
         if state.leaders.remove(&key).is_some() {
-            Self::fail_uncommitted(&mut state, key, error);
+            // Leadership can end while a commit is under way; it may still land.
+            Self::fail_uncommitted(&mut state, key, error, InFlight::MayHaveLanded);
         }
         self.shared
             .metrics
@@ -481,27 +520,44 @@ impl Writer {
 
     /// Throws away every uncommitted append of `key` (open segment and in-flight segments):
     /// bumps the generation so in-flight chunks are never committed, drops the open chunk,
-    /// and fails their producers.
-    fn fail_uncommitted(state: &mut WriterState, key: PartitionKey, error: &LogError) {
+    /// and fails their producers. Appends of the open chunk certainly were not written;
+    /// those already in sealed segments get `error` too when `in_flight` says their commit
+    /// cannot land, and [`LogError::OutcomeUnknown`] when it may.
+    fn fail_uncommitted(
+        state: &mut WriterState,
+        key: PartitionKey,
+        error: &LogError,
+        in_flight: InFlight,
+    ) {
         let generation = state.next_generation();
         if let Some(leader) = state.leaders.get_mut(&key) {
             leader.generation = generation;
             leader.next_offset = leader.committed.high_watermark;
             leader.producers = leader.committed.producers.clone();
         }
-        let dropped_open = state.open.remove_partition(key);
+        let open_ids: HashSet<u64> = state
+            .open
+            .remove_partition(key)
+            .map(|chunk| chunk.append_ids.into_iter().collect())
+            .unwrap_or_default();
         let failed: Vec<u64> = state
             .pending
             .iter()
             .filter(|(_, pending)| pending.key == key)
             .map(|(id, _)| *id)
             .collect();
+        let unknown = LogError::outcome_unknown(key.1, error);
         for id in failed {
             if let Some(pending) = state.pending.remove(&id) {
-                pending.complete(&Err(error.clone()));
+                let may_have_landed =
+                    matches!(in_flight, InFlight::MayHaveLanded) && !open_ids.contains(&id);
+                pending.complete(&Err(if may_have_landed {
+                    unknown.clone()
+                } else {
+                    error.clone()
+                }));
             }
         }
-        let _ = dropped_open;
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use shale_meta::ProducerBatch;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::AppendAck;
@@ -29,6 +30,8 @@ pub(crate) struct OpenChunk {
     pub append_ids: Vec<u64>,
     /// Idempotent-producer batches in this chunk, to fold into the committed state.
     pub producer_batches: Vec<ProducerUpdate>,
+    /// The span of each idempotent request in this chunk, by producer id, in append order.
+    pub producer_requests: Vec<(i64, ProducerBatch)>,
     pub bytes: usize,
 }
 
@@ -59,6 +62,7 @@ impl OpenSegment {
         append_id: u64,
         batches: impl IntoIterator<Item = OpenBatch>,
         producer_batches: impl IntoIterator<Item = ProducerUpdate>,
+        producer_request: Option<(i64, ProducerBatch)>,
     ) {
         if self.opened_at.is_none() {
             self.opened_at = Some(tokio::time::Instant::now());
@@ -77,6 +81,7 @@ impl OpenSegment {
         }
         chunk.append_ids.push(append_id);
         chunk.producer_batches.extend(producer_batches);
+        chunk.producer_requests.extend(producer_request);
     }
 
     /// Drops a partition's chunk (its appends are being failed).

@@ -165,6 +165,24 @@ impl Harness {
         self.wait_ready().await;
     }
 
+    /// Opens another engine on the same stores (its own cache), as a second process would.
+    pub(crate) async fn open_another(
+        &self,
+        config: LogConfig,
+        cache_generation: u32,
+    ) -> Result<Log, shale_log::LogError> {
+        try_open_log(
+            &with_faults(self.meta(), &self.meta_faults),
+            &self.store_config,
+            &self.faults,
+            &self.storage_metrics,
+            self.dir.path(),
+            cache_generation,
+            config,
+        )
+        .await
+    }
+
     async fn wait_ready(&self) {
         for _ in 0..200 {
             if self.log().is_ready() {
@@ -268,6 +286,28 @@ async fn open_log(
     cache_generation: u32,
     config: LogConfig,
 ) -> Log {
+    try_open_log(
+        meta,
+        store_config,
+        faults,
+        storage_metrics,
+        dir,
+        cache_generation,
+        config,
+    )
+    .await
+    .unwrap()
+}
+
+async fn try_open_log(
+    meta: &Arc<dyn MetaStore>,
+    store_config: &ObjectStoreConfig,
+    faults: &FaultInjector,
+    storage_metrics: &StorageMetrics,
+    dir: &std::path::Path,
+    cache_generation: u32,
+    config: LogConfig,
+) -> Result<Log, shale_log::LogError> {
     let store = shale_storage::build_object_store(
         store_config,
         storage_metrics.clone(),
@@ -302,5 +342,4 @@ async fn open_log(
         config,
     )
     .await
-    .unwrap()
 }

@@ -53,7 +53,75 @@ on_both_backends!(
     commit_with_lost_answer_resyncs_without_duplicates,
     commit_refused_by_metadata_resyncs_and_retries_cleanly,
     fetch_ahead_of_the_view_waits_instead_of_out_of_range,
+    a_panicking_flush_fails_its_appends_and_leaves_no_hole,
+    many_batch_idempotent_request_retried_after_a_lost_answer_gets_its_offsets,
 );
+
+/// Two processes with one agent id: the second is refused with a clear error instead of
+/// taking the first one's partitions back and forth; the first keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_agent_id_is_refused() {
+    let h = Harness::start(Backends::EtcdS3).await;
+    h.create_topic("mine", 1).await;
+    h.produce_ok(produce_to("mine", 0, &["a"])).await;
+    let started = tokio::time::Instant::now();
+    let error = h
+        .open_another(h.config.clone(), 100)
+        .await
+        .expect_err("a live process holds the id");
+    assert!(
+        matches!(&error, LogError::AgentIdInUse { agent_id, .. } if agent_id == "test-agent"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("--agent-id"), "{error}");
+    assert!(
+        started.elapsed() >= h.config.lease_ttl,
+        "it waited for a lease that might have been expiring"
+    );
+    let acks = h.produce_ok(produce_to("mine", 0, &["b"])).await;
+    assert_eq!(acks[0].base_offset, 1, "the first process still leads");
+}
+
+/// A process that remembers its previous registration's lease (its lease file) takes its id
+/// over at once, without waiting for that lease to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_process_takes_over_its_own_registration_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = shale_log::LogConfig {
+        lease_file: Some(dir.path().join("agent-lease")),
+        lease_ttl: Duration::from_secs(30),
+        ..test_config()
+    };
+    let h = Harness::start_with(Backends::EtcdS3, config.clone()).await;
+    h.create_topic("again", 1).await;
+    h.produce_ok(produce_to("again", 0, &["a"])).await;
+    // The first process is still registered (as after kill -9): the second one, reading the
+    // same lease file, proves the registration its own.
+    let started = tokio::time::Instant::now();
+    let second = h.open_another(config, 101).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no wait for the 30 s lease: {:?}",
+        started.elapsed()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !second.leads("again", 0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted process leads"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let acks = second
+        .produce(produce_to("again", 0, &["b"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(acks[0].base_offset, 1);
+    second.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnected_view_refuses_reads_and_is_not_ready() {
@@ -957,7 +1025,10 @@ async fn commit_with_lost_answer_resyncs_without_duplicates(backends: Backends) 
         .wait()
         .await
         .unwrap_err();
-    assert!(matches!(error, LogError::MetaUnavailable(_)), "{error}");
+    assert!(
+        matches!(error, LogError::OutcomeUnknown(_)) && error.is_retryable(),
+        "a lost commit answer is reported as an unknown outcome: {error}"
+    );
     assert_eq!(h.meta_faults.injected(), 1);
     h.wait_leading("ambiguous", 0).await;
     let retry = h.produce_ok(idempotent("ambiguous", 1, &["b"])).await;
@@ -970,6 +1041,100 @@ async fn commit_with_lost_answer_resyncs_without_duplicates(backends: Backends) 
         .map(|(_, value)| value)
         .collect();
     assert_eq!(values, ["a", "b", "c"]);
+}
+
+/// A flush task that panics (a bug) fails its appends and those of the segment sealed after
+/// it, instead of hanging them or letting the later segment commit past the hole; the next
+/// produce continues at the committed high watermark.
+async fn a_panicking_flush_fails_its_appends_and_leaves_no_hole(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("panic", 1).await;
+    h.produce_ok(produce_to("panic", 0, &["before"])).await;
+    // Slow PUTs keep the first segment uploading while the second is sealed behind it.
+    h.faults.set_delay(Duration::from_millis(400));
+    h.faults
+        .fail_next(shale_storage::StoreOp::Put, 1, shale_storage::Fault::Panic);
+    let first = h
+        .log()
+        .produce(produce_to("panic", 0, &["lost-1"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = h
+        .log()
+        .produce(produce_to("panic", 0, &["lost-2"]))
+        .await
+        .unwrap();
+    for (name, ticket) in [("first", first), ("second", second)] {
+        let outcome = tokio::time::timeout(Duration::from_secs(20), ticket.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the {name} produce hangs after a flush panicked"));
+        let error = outcome.expect_err("nothing after the panicked segment may be acknowledged");
+        assert!(error.is_retryable(), "{name}: {error}");
+    }
+    h.faults.set_delay(Duration::ZERO);
+    let acks = h.produce_ok(produce_to("panic", 0, &["after"])).await;
+    assert_eq!(acks[0].base_offset, 1, "offsets continue with no hole");
+    assert_eq!(
+        read_all(&h, "panic", 0, 0).await,
+        [(0, "before".into()), (1, "after".into())]
+    );
+}
+
+/// An idempotent request split into many more batches than the 5 a producer's batches are
+/// remembered for, whose commit answer is lost: the retry gets exactly its original offsets
+/// and writes nothing.
+async fn many_batch_idempotent_request_retried_after_a_lost_answer_gets_its_offsets(
+    backends: Backends,
+) {
+    let h = Harness::start(backends).await;
+    let small = BTreeMap::from([("max.message.bytes".to_owned(), "1000".to_owned())]);
+    h.create_topic_with("manybatches", 1, &small).await;
+    h.produce_ok(idempotent("manybatches", 0, &["first"])).await;
+    let values: Vec<String> = (0..200)
+        .map(|i| format!("value-{i:03}-{}", "x".repeat(60)))
+        .collect();
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let request = idempotent("manybatches", 1, &refs);
+    h.meta_faults
+        .fail_txns_writing(harness::test_keys().index_prefix(), TxnFault::LoseAnswer, 1);
+    let error = h
+        .log()
+        .produce(request.clone())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::OutcomeUnknown(_)), "{error}");
+    h.wait_leading("manybatches", 0).await;
+    let batches = h
+        .log()
+        .fetch(&fetch_from("manybatches", 0, 1))
+        .await
+        .unwrap()
+        .batches;
+    assert!(
+        batches.len() > 5,
+        "the request was split into {} batches",
+        batches.len()
+    );
+    let retry = h.produce_ok(request).await;
+    assert_eq!(
+        (
+            retry[0].base_offset,
+            retry[0].last_offset,
+            retry[0].record_count
+        ),
+        (1, 200, 200),
+        "the retry is answered with the original offsets"
+    );
+    let stored = read_all(&h, "manybatches", 0, 0).await;
+    assert_eq!(stored.len(), 201, "and nothing was written twice");
+    let next = h
+        .produce_ok(idempotent("manybatches", 201, &["next"]))
+        .await;
+    assert_eq!(next[0].base_offset, 201);
 }
 
 /// The segment commit never reaches the store: the produce fails, nothing is committed, and

@@ -78,6 +78,7 @@ mod tests {
         )
             .prop_map(
                 |(epoch, last_sequence, last_offset, last_timestamp_ms, recent)| ProducerState {
+                    last_request: recent.first().cloned(),
                     epoch,
                     last_sequence,
                     last_offset,

@@ -33,6 +33,10 @@ pub struct ProducerState {
     pub last_timestamp_ms: i64,
     /// The most recent batches (Kafka keeps 5), so a retried batch gets its original offsets.
     pub recent: Vec<ProducerBatch>,
+    /// The span of the producer's last request, however many batches it was split into (a
+    /// request's batches get contiguous sequences and offsets), so a retried request of more
+    /// than 5 batches still gets its original offsets.
+    pub last_request: Option<ProducerBatch>,
 }
 
 /// One recently committed batch of an idempotent producer.
