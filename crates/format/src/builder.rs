@@ -116,6 +116,30 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Appends a record unless the batch would then exceed `max_uncompressed_len` bytes
+    /// uncompressed (header included); returns whether it was appended. The first record of
+    /// an empty batch is always appended, so a record larger than the limit makes a batch of
+    /// its own that the caller can refuse. Lets a caller cut records into batches of a
+    /// bounded size while encoding each record once.
+    pub fn try_push(
+        &mut self,
+        record: &Record,
+        max_uncompressed_len: usize,
+    ) -> Result<bool, BatchError> {
+        let mark = self.buf.len();
+        let (count, base_timestamp, max_timestamp) =
+            (self.count, self.base_timestamp, self.max_timestamp);
+        self.push(record)?;
+        if count > 0 && self.buf.len() > max_uncompressed_len {
+            self.buf.truncate(mark);
+            self.count = count;
+            self.base_timestamp = base_timestamp;
+            self.max_timestamp = max_timestamp;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Records pushed so far.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -286,6 +310,35 @@ mod tests {
         assert_eq!(builder.len(), 1);
         assert_eq!(builder.uncompressed_len(), size);
         builder.finish().expect("finish");
+    }
+
+    #[test]
+    fn try_push_stops_at_the_limit_and_leaves_the_batch_as_it_was() {
+        let record = |timestamp_ms, size| Record {
+            value: Some(Bytes::from(vec![7u8; size])),
+            timestamp_ms,
+            ..Record::default()
+        };
+        let mut builder = BatchBuilder::new(BatchOptions::default());
+        assert!(builder.try_push(&record(100, 50), 200).expect("first"));
+        let size = builder.uncompressed_len();
+        assert!(!builder.try_push(&record(5, 200), 200).expect("second"));
+        assert_eq!((builder.len(), builder.uncompressed_len()), (1, size));
+        assert!(builder.try_push(&record(120, 10), 200).expect("third"));
+        let batch = RecordBatch::parse(builder.finish().expect("finish")).expect("parse");
+        assert!(batch.byte_len() <= 200);
+        assert_eq!(batch.header().base_timestamp(), 100);
+        assert_eq!(
+            batch.header().max_timestamp(),
+            120,
+            "the refused record left no trace"
+        );
+        assert_eq!(batch.records().expect("decode").len(), 2);
+        let mut alone = BatchBuilder::new(BatchOptions::default());
+        assert!(
+            alone.try_push(&record(1, 500), 200).expect("oversized"),
+            "a first record is always taken, so the caller can refuse it"
+        );
     }
 
     #[test]

@@ -16,6 +16,63 @@ const FETCH_MAX_ENTRIES: usize = 64;
 /// Default size of one fetch answer.
 pub const DEFAULT_FETCH_MAX_BYTES: usize = 1 << 20;
 
+/// The most one fetch answer may hold, whatever the client asks for: decoded record bytes
+/// for [`Log::fetch_records`], stored batch bytes for [`Log::fetch`] (plus one batch).
+pub const MAX_FETCH_BYTES: usize = 16 << 20;
+
+/// Bytes one decoded record counts for: its key, value and headers, plus the fields around
+/// them (offset, timestamp, lengths), so even empty records add up.
+fn record_size(record: &DecodedRecord) -> usize {
+    const FIXED: usize = 32;
+    FIXED
+        + record.record.key.as_ref().map_or(0, Bytes::len)
+        + record.record.value.as_ref().map_or(0, Bytes::len)
+        + record
+            .record
+            .headers
+            .iter()
+            .map(|header| FIXED + header.key.len() + header.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+}
+
+/// Decodes `batches` into the records from `offset` below `high_watermark`, stopping at
+/// `max_records` (0: no limit) or once `max_bytes` of records are taken (at least one).
+/// Returns them with the offset to fetch next.
+fn decode_records(
+    batches: &[RecordBatch],
+    offset: i64,
+    high_watermark: i64,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<(Vec<DecodedRecord>, i64), LogError> {
+    let mut records = Vec::new();
+    let mut next_offset = offset;
+    let mut total = 0usize;
+    for batch in batches {
+        let decoded = batch
+            .records()
+            .map_err(|error| LogError::CorruptData(error.to_string()))?;
+        for record in decoded {
+            if record.offset < offset || record.offset >= high_watermark {
+                continue;
+            }
+            let size = record_size(&record);
+            if !records.is_empty() && total + size > max_bytes {
+                return Ok((records, next_offset));
+            }
+            total += size;
+            next_offset = record.offset + 1;
+            records.push(record);
+            if max_records > 0 && records.len() >= max_records {
+                return Ok((records, next_offset));
+            }
+        }
+        // Offsets of a batch that hold no record (compacted away) are passed over too.
+        next_offset = next_offset.max(batch.last_offset() + 1);
+    }
+    Ok((records, next_offset))
+}
+
 /// Where and how much to read.
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
@@ -57,6 +114,7 @@ impl Log {
     /// view cannot see yet (past its high watermark, or in a gap of its index) is waited for;
     /// only an offset past the *store's* high watermark is out of range.
     pub async fn fetch(&self, request: &FetchRequest) -> Result<FetchedBatches, LogError> {
+        let max_bytes = request.max_bytes.clamp(1, MAX_FETCH_BYTES);
         let topic = self.topic(&request.topic)?;
         Self::check_partition(&topic, request.partition)?;
         let key = (topic.id, request.partition);
@@ -102,7 +160,7 @@ impl Log {
                 Some("its index entry")
             } else {
                 let batches = self
-                    .read_batches(&entries, request.offset, high_watermark, request.max_bytes)
+                    .read_batches(&entries, request.offset, high_watermark, max_bytes)
                     .await?;
                 return Ok(FetchedBatches {
                     batches,
@@ -169,37 +227,37 @@ impl Log {
 
     /// Reads and decodes records from `request.offset` (filtering out earlier records of the
     /// first batch), at most `max_records` of them (0: no limit).
+    ///
+    /// `request.max_bytes` (capped at [`MAX_FETCH_BYTES`]) bounds what is *returned*:
+    /// decoded keys, values and headers, not the stored (possibly compressed) batches, so a
+    /// compressed topic cannot inflate an answer past it. At least one record is returned
+    /// when one is available, so every offset makes progress. Decompression, CRC checks and
+    /// decoding run off the async workers.
     pub async fn fetch_records(
         &self,
         request: &FetchRequest,
         max_records: usize,
     ) -> Result<FetchedRecords, LogError> {
-        let fetched = self.fetch(request).await?;
-        let mut records = Vec::new();
-        let mut next_offset = request.offset;
-        'batches: for batch in &fetched.batches {
-            let decoded = batch
-                .records()
-                .map_err(|error| LogError::CorruptData(error.to_string()))?;
-            for record in decoded {
-                if record.offset < request.offset || record.offset >= fetched.high_watermark {
-                    continue;
-                }
-                next_offset = record.offset + 1;
-                records.push(record);
-                if max_records > 0 && records.len() >= max_records {
-                    break 'batches;
-                }
-            }
-            if max_records == 0 || records.len() < max_records {
-                next_offset = next_offset.max(batch.last_offset() + 1);
-            }
-        }
+        let max_bytes = request.max_bytes.clamp(1, MAX_FETCH_BYTES);
+        let fetched = self
+            .fetch(&FetchRequest {
+                max_bytes,
+                ..request.clone()
+            })
+            .await?;
+        let offset = request.offset;
+        let high_watermark = fetched.high_watermark;
+        let batches = fetched.batches;
+        let (records, next_offset) = tokio::task::spawn_blocking(move || {
+            decode_records(&batches, offset, high_watermark, max_records, max_bytes)
+        })
+        .await
+        .map_err(|error| LogError::Internal(format!("decoding task failed: {error}")))??;
         Ok(FetchedRecords {
             records,
-            high_watermark: fetched.high_watermark,
+            high_watermark,
             log_start: fetched.log_start,
-            next_offset: next_offset.min(fetched.high_watermark).max(request.offset),
+            next_offset: next_offset.min(high_watermark).max(offset),
         })
     }
 
@@ -244,14 +302,45 @@ impl Log {
         Ok(out)
     }
 
-    /// One partition's chunk of a segment, checked against the index entry's CRC32C.
+    /// One partition's chunk of a segment, checked against the index entry's CRC32C. A chunk
+    /// that fails the check is evicted from the cache and read again from the store once (a
+    /// damaged cache copy is not lost data); only a second failure is `CorruptData`.
     pub(crate) async fn read_chunk(&self, entry: &IndexEntry) -> Result<Bytes, LogError> {
         let path = Path::from(entry.object.as_str());
         let range = entry.offset..entry.offset + entry.length;
-        let bytes = self
-            .inner
+        let first = self.read_chunk_once(entry, &path).await?;
+        if Self::chunk_matches(entry, &first) {
+            return Ok(first);
+        }
+        self.inner.metrics.corrupt_reads.inc();
+        tracing::warn!(object = %entry.object, offset = entry.offset, length = entry.length, "cached chunk failed its checksum; reading it from the object store again");
+        self.inner.cache.evict_range(&path, range.clone());
+        let second = self.read_chunk_once(entry, &path).await?;
+        if Self::chunk_matches(entry, &second) {
+            return Ok(second);
+        }
+        self.inner.metrics.corrupt_reads.inc();
+        self.inner.cache.evict_range(&path, range);
+        Err(LogError::CorruptData(format!(
+            "chunk of object {} at bytes {}..{} failed its checksum (stored crc32c {:#010x}, computed {:#010x}, {} bytes read)",
+            entry.object,
+            entry.offset,
+            entry.offset + entry.length,
+            entry.crc32c,
+            crc32c::crc32c(&second),
+            second.len()
+        )))
+    }
+
+    fn chunk_matches(entry: &IndexEntry, bytes: &Bytes) -> bool {
+        bytes.len() as u64 == entry.length && crc32c::crc32c(bytes) == entry.crc32c
+    }
+
+    async fn read_chunk_once(&self, entry: &IndexEntry, path: &Path) -> Result<Bytes, LogError> {
+        let range = entry.offset..entry.offset + entry.length;
+        self.inner
             .cache
-            .get_range(&path, range, entry.object_size)
+            .get_range(path, range, entry.object_size)
             .await
             .map_err(|error| match error.store_error() {
                 // The index names an object the store does not have: that is lost data,
@@ -261,19 +350,6 @@ impl Log {
                     entry.object
                 )),
                 _ => LogError::StorageUnavailable(format!("reading {}: {error}", entry.object)),
-            })?;
-        let crc = crc32c::crc32c(&bytes);
-        if bytes.len() as u64 != entry.length || crc != entry.crc32c {
-            self.inner.metrics.corrupt_reads.inc();
-            return Err(LogError::CorruptData(format!(
-                "chunk of object {} at bytes {}..{} failed its checksum (stored crc32c {:#010x}, computed {crc:#010x}, {} bytes read)",
-                entry.object,
-                entry.offset,
-                entry.offset + entry.length,
-                entry.crc32c,
-                bytes.len()
-            )));
-        }
-        Ok(bytes)
+            })
     }
 }

@@ -38,7 +38,9 @@ use tracing::{info, warn};
 pub use admin::{PartitionDescription, TopicDescription};
 pub use config::{LogConfig, default_agent_id};
 pub use error::LogError;
-pub use fetch::{DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedRecords};
+pub use fetch::{
+    DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedRecords, MAX_FETCH_BYTES,
+};
 pub use groups::{GroupOffset, MAX_GROUP_NAME_LEN};
 pub use leadership::AgentAddresses;
 pub use metrics::LogMetrics;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use shale_format::{
-    BatchOptions, Compression, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatch,
-    ValidationOptions, encode_batch,
+    BatchBuilder, BatchOptions, Compression, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    Record, RecordBatch, ValidationOptions, encode_batch,
 };
 use shale_meta::TopicRecord;
 
@@ -142,12 +142,22 @@ impl Log {
             by_partition.entry(partition).or_default().push(record);
         }
         // Everything that can refuse the request is checked before anything is appended:
-        // encoding (sizes), and leadership of every partition it touches.
-        let mut encoded = Vec::with_capacity(by_partition.len());
-        for (partition, records) in by_partition {
-            let batches = encode_records(&topic, &records, compression, request.producer)?;
-            encoded.push((partition, batches));
-        }
+        // encoding (sizes), and leadership of every partition it touches. Encoding
+        // (compression, CRC) is CPU work: it runs off the async workers, so lease
+        // keep-alives and other requests never wait behind it.
+        let producer = request.producer;
+        let encode_topic = Arc::clone(&topic);
+        let encoded = tokio::task::spawn_blocking(move || {
+            by_partition
+                .into_iter()
+                .map(|(partition, records)| {
+                    encode_records(&encode_topic, &records, compression, producer)
+                        .map(|batches| (partition, batches))
+                })
+                .collect::<Result<Vec<_>, LogError>>()
+        })
+        .await
+        .map_err(|error| LogError::Internal(format!("encoding task failed: {error}")))??;
         if encoded.len() > 1 {
             for (partition, _) in &encoded {
                 if let Some(leader) = self.inner.leader_elsewhere((topic.id, *partition)) {
@@ -187,7 +197,14 @@ impl Log {
     ) -> Result<ProduceTicket, LogError> {
         let topic = self.topic(topic)?;
         Self::check_partition(&topic, partition)?;
-        let batches = prepare_client_batches(&topic, records)?;
+        // CRC checks and any recompression are CPU work: off the async workers.
+        let prepare_topic = Arc::clone(&topic);
+        let batches =
+            tokio::task::spawn_blocking(move || prepare_client_batches(&prepare_topic, records))
+                .await
+                .map_err(|error| {
+                    LogError::Internal(format!("batch check task failed: {error}"))
+                })??;
         let receiver = self
             .append(AppendRequest {
                 key: (topic.id, partition),
@@ -212,7 +229,10 @@ impl Log {
     }
 }
 
-/// Encodes records into batches no larger than the topic's `max.message.bytes`.
+/// Encodes records into batches no larger than the topic's `max.message.bytes`, each record
+/// encoded once: records fill a batch until the next would take it over the limit
+/// uncompressed. A compressed batch is almost always smaller than that; the rare one that
+/// is not (incompressible data near the limit) is split in halves and encoded again.
 fn encode_records(
     topic: &TopicRecord,
     records: &[Record],
@@ -220,9 +240,30 @@ fn encode_records(
     producer: Option<ProducerIdentity>,
 ) -> Result<Vec<PreparedBatch>, LogError> {
     let limit = u64::from(topic.config.max_message_bytes);
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut groups: Vec<&[Record]> = Vec::new();
+    let mut start = 0;
+    let mut builder = BatchBuilder::new(BatchOptions::default());
+    for (index, record) in records.iter().enumerate() {
+        if !builder
+            .try_push(record, limit_bytes)
+            .map_err(encode_error)?
+        {
+            groups.push(&records[start..index]);
+            start = index;
+            builder = BatchBuilder::new(BatchOptions::default());
+            builder
+                .try_push(record, limit_bytes)
+                .map_err(encode_error)?;
+        }
+    }
+    if start < records.len() {
+        groups.push(&records[start..]);
+    }
     let mut out = Vec::new();
-    let mut pending: Vec<&[Record]> = vec![records];
     let mut sequence = producer.map(|p| p.base_sequence);
+    // A stack in reverse, so halves of an oversized group keep record order.
+    let mut pending: Vec<&[Record]> = groups.into_iter().rev().collect();
     while let Some(slice) = pending.pop() {
         let options = BatchOptions {
             compression,
@@ -231,9 +272,7 @@ fn encode_records(
             base_sequence: sequence.unwrap_or(NO_SEQUENCE),
             ..BatchOptions::default()
         };
-        let owned: Vec<Record> = slice.to_vec();
-        let bytes = encode_batch(&owned, &options)
-            .map_err(|error| LogError::InvalidRequest(format!("cannot encode records: {error}")))?;
+        let bytes = encode_batch(slice, &options).map_err(encode_error)?;
         if bytes.len() as u64 > limit {
             if slice.len() == 1 {
                 return Err(LogError::MessageTooLarge {
@@ -242,8 +281,6 @@ fn encode_records(
                     limit,
                 });
             }
-            // Too big: encode the halves separately (second half first on the stack, so
-            // batches stay in record order).
             let (first, second) = slice.split_at(slice.len() / 2);
             pending.push(second);
             pending.push(first);
@@ -274,6 +311,11 @@ fn encode_records(
         });
     }
     Ok(out)
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as a map_err function
+fn encode_error(error: shale_format::BatchError) -> LogError {
+    LogError::InvalidRequest(format!("cannot encode records: {error}"))
 }
 
 /// Verifies client-encoded batches and prepares them for the writer.

@@ -183,38 +183,57 @@ impl Writer {
 
     /// Appends a request's batches; the receiver resolves once they are durable.
     ///
-    /// Waits for buffer space (backpressure) and, briefly, for this agent to finish claiming
-    /// the partition; then assigns offsets at once, so requests appended in order get
-    /// increasing offsets even though their acknowledgements come later.
+    /// Waits, briefly, for this agent to finish claiming the partition, and then for buffer
+    /// space (backpressure); assigns offsets at once, so requests appended in order get
+    /// increasing offsets even though their acknowledgements come later. Buffer space is
+    /// taken only once the partition is led here: a produce waiting for a leader holds none,
+    /// so it cannot starve produces to partitions that are led.
     pub(crate) async fn append(
         &self,
         request: AppendRequest,
         expect_leader: impl Fn() -> Option<String>,
     ) -> Result<AppendReceiver, LogError> {
-        let permit = self.reserve(request.bytes()).await?;
+        let bytes = request.bytes();
+        let permits = u32::try_from(bytes.max(1)).map_err(|_| {
+            LogError::InvalidRequest(format!("a single append of {bytes} bytes is too large"))
+        })?;
         let deadline = tokio::time::Instant::now() + self.shared.leader_wait;
         let mut leaders_changed = self.shared.leaders_changed.subscribe();
         let mut request = Some(request);
-        let mut permit = Some(permit);
+        let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
-            {
+            let leads = {
                 let mut state = self.lock();
                 if state.shutting_down {
                     return Err(LogError::ShuttingDown);
                 }
                 let key = request.as_ref().map(|r| r.key).expect("request is present");
-                if state
+                let leads = state
                     .leaders
                     .get(&key)
-                    .is_some_and(|leader| leader.accepting)
-                {
-                    let request = request.take().expect("request is present");
-                    let permit = permit.take().expect("permit is present");
-                    return self.append_locked(&mut state, request, permit);
+                    .is_some_and(|leader| leader.accepting);
+                if leads {
+                    let ready = permit.take().or_else(|| {
+                        Arc::clone(&self.shared.buffer)
+                            .try_acquire_many_owned(permits)
+                            .ok()
+                    });
+                    if let Some(permit) = ready {
+                        let request = request.take().expect("request is present");
+                        return self.append_locked(&mut state, request, permit);
+                    }
                 }
+                leads
+            };
+            if leads {
+                // Led here but the buffer is full: wait for space, then look again (the
+                // partition may have moved meanwhile).
+                permit = Some(self.reserve(permits).await?);
+                continue;
             }
+            // Not (yet) ours: hold no buffer space while waiting.
+            permit = None;
             let request_ref = request.as_ref().expect("request is present");
-            // Not (yet) ours: wait only if this agent is about to lead it.
             if let Some(leader) = expect_leader() {
                 return Err(LogError::NotLeader {
                     topic: request_ref.topic.name.clone(),
@@ -235,10 +254,7 @@ impl Writer {
         }
     }
 
-    async fn reserve(&self, bytes: u64) -> Result<OwnedSemaphorePermit, LogError> {
-        let permits = u32::try_from(bytes.max(1)).map_err(|_| {
-            LogError::InvalidRequest(format!("a single append of {bytes} bytes is too large"))
-        })?;
+    async fn reserve(&self, permits: u32) -> Result<OwnedSemaphorePermit, LogError> {
         let acquire = Arc::clone(&self.shared.buffer).acquire_many_owned(permits);
         match tokio::time::timeout(self.shared.backpressure_timeout, acquire).await {
             Ok(Ok(permit)) => Ok(permit),
@@ -611,6 +627,42 @@ mod tests {
             }],
             expected_next_offset: None,
         }
+    }
+
+    /// A produce waiting for its partition to get a leader holds no buffer space, so a
+    /// produce to a led partition that needs the whole buffer still goes through.
+    #[tokio::test]
+    async fn waiting_for_a_leader_holds_no_buffer_space() {
+        let topic = topic();
+        let one = request(&topic).bytes();
+        let writer = Writer::new(
+            one + one / 2,
+            1 << 20,
+            Duration::from_millis(300),
+            Duration::from_secs(5),
+            LogMetrics::unregistered(),
+        );
+        let led = (topic.id, 0);
+        writer.install_leader(led, "t", claim(10));
+        let waiting = {
+            let writer = writer.clone();
+            let mut unled = request(&topic);
+            unled.key = (topic.id, 1);
+            unled.partition = 1;
+            tokio::spawn(async move { writer.append(unled, || None).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the unled append waits for a leader"
+        );
+        let appended = writer.append(request(&topic), || None).await;
+        assert!(
+            appended.is_ok(),
+            "the led append found buffer space: {:?}",
+            appended.err()
+        );
+        waiting.abort();
     }
 
     /// A chunk taken for upload under one leadership must not match the generation of a

@@ -34,6 +34,8 @@ pub(crate) struct Harness {
     pub storage_metrics: StorageMetrics,
     pub config: LogConfig,
     log: Option<Log>,
+    /// The running engine's block cache.
+    pub cache: Arc<BlockCache>,
     dir: TempDir,
     cache_generation: u32,
     // Dropped last: the servers outlive the engine.
@@ -92,7 +94,7 @@ impl Harness {
         let faults = FaultInjector::new(seeded_rng(3));
         let meta_faults = MetaFaults::new();
         let storage_metrics = StorageMetrics::default();
-        let log = open_log(
+        let (log, cache) = open_log(
             &with_faults(&meta, &meta_faults),
             &store_config,
             &faults,
@@ -111,6 +113,7 @@ impl Harness {
             storage_metrics,
             config,
             log: Some(log),
+            cache,
             dir,
             cache_generation: 0,
             etcd,
@@ -150,18 +153,18 @@ impl Harness {
             self.meta = Some(open_embedded(self.dir.path()).await);
         }
         self.cache_generation += 1;
-        self.log = Some(
-            open_log(
-                &with_faults(self.meta(), &self.meta_faults),
-                &self.store_config,
-                &self.faults,
-                &self.storage_metrics,
-                self.dir.path(),
-                self.cache_generation,
-                self.config.clone(),
-            )
-            .await,
-        );
+        let (log, cache) = open_log(
+            &with_faults(self.meta(), &self.meta_faults),
+            &self.store_config,
+            &self.faults,
+            &self.storage_metrics,
+            self.dir.path(),
+            self.cache_generation,
+            self.config.clone(),
+        )
+        .await;
+        self.log = Some(log);
+        self.cache = cache;
         self.wait_ready().await;
     }
 
@@ -181,6 +184,7 @@ impl Harness {
             config,
         )
         .await
+        .map(|(log, _)| log)
     }
 
     async fn wait_ready(&self) {
@@ -285,7 +289,7 @@ async fn open_log(
     dir: &std::path::Path,
     cache_generation: u32,
     config: LogConfig,
-) -> Log {
+) -> (Log, Arc<BlockCache>) {
     try_open_log(
         meta,
         store_config,
@@ -307,7 +311,7 @@ async fn try_open_log(
     dir: &std::path::Path,
     cache_generation: u32,
     config: LogConfig,
-) -> Result<Log, shale_log::LogError> {
+) -> Result<(Log, Arc<BlockCache>), shale_log::LogError> {
     let store = shale_storage::build_object_store(
         store_config,
         storage_metrics.clone(),
@@ -328,12 +332,13 @@ async fn try_open_log(
     )
     .await
     .unwrap();
+    let cache = Arc::new(cache);
     Log::open(
         LogDeps {
             meta: Arc::clone(meta),
             keys: test_keys(),
             store,
-            cache: Arc::new(cache),
+            cache: Arc::clone(&cache),
             clock: SystemClock::shared(),
             rng: seeded_rng(u64::from(cache_generation) + 11),
             metrics: LogMetrics::unregistered(),
@@ -342,4 +347,5 @@ async fn try_open_log(
         config,
     )
     .await
+    .map(|log| (log, cache))
 }

@@ -55,6 +55,8 @@ on_both_backends!(
     fetch_ahead_of_the_view_waits_instead_of_out_of_range,
     a_panicking_flush_fails_its_appends_and_leaves_no_hole,
     many_batch_idempotent_request_retried_after_a_lost_answer_gets_its_offsets,
+    a_damaged_cached_chunk_is_read_again_from_the_store,
+    fetch_bounds_what_it_returns_even_for_compressed_batches,
 );
 
 /// Two processes with one agent id: the second is refused with a clear error instead of
@@ -970,6 +972,100 @@ async fn idempotent_request_split_into_batches_is_whole(backends: Backends) {
         read_all(&h, "split", 0, 0).await.len(),
         20,
         "and writes nothing"
+    );
+}
+
+/// `max_bytes` bounds the decoded records an answer holds, not the stored bytes: one small
+/// zstd batch of 100 × 10 KiB records comes back a few records at a time, and even a limit
+/// smaller than one record makes progress.
+async fn fetch_bounds_what_it_returns_even_for_compressed_batches(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("squeezed", 1).await;
+    let value = "0".repeat(10 * 1024);
+    let values: Vec<&str> = (0..100).map(|_| value.as_str()).collect();
+    h.produce_ok(ProduceRecords {
+        compression: Some(Compression::Zstd),
+        ..produce_to("squeezed", 0, &values)
+    })
+    .await;
+    let stored = h
+        .log()
+        .fetch(&fetch_from("squeezed", 0, 0))
+        .await
+        .unwrap()
+        .batches;
+    assert_eq!(stored.len(), 1, "one compressed batch");
+    assert!(stored[0].byte_len() < 64 * 1024);
+    let limited = h
+        .log()
+        .fetch_records(
+            &FetchRequest {
+                max_bytes: 64 * 1024,
+                ..fetch_from("squeezed", 0, 0)
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let count = limited.records.len();
+    assert!(
+        (1..=6).contains(&count),
+        "{count} records of 10 KiB in 64 KiB"
+    );
+    assert_eq!(limited.next_offset, count as i64);
+    let mut offset = 0;
+    let mut reads = 0;
+    while offset < 100 {
+        let one = h
+            .log()
+            .fetch_records(
+                &FetchRequest {
+                    max_bytes: 1,
+                    ..fetch_from("squeezed", 0, offset)
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.records.len(), 1, "at least one record, at every offset");
+        assert_eq!(one.records[0].offset, offset);
+        offset = one.next_offset;
+        reads += 1;
+    }
+    assert_eq!(reads, 100);
+}
+
+/// A chunk whose cached copy is damaged (the store's copy is fine) is evicted and read again
+/// from the store: the reader gets the data, not DATA_LOSS.
+async fn a_damaged_cached_chunk_is_read_again_from_the_store(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("bitrot", 1).await;
+    h.produce_ok(produce_to("bitrot", 0, &["intact"])).await;
+    let store = h.object_store();
+    let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 1);
+    let path = objects[0].location.clone();
+    let mut damaged = store
+        .get(&path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    for byte in &mut damaged {
+        *byte ^= 0x5a;
+    }
+    // Poison the cache (written through at upload) with a damaged copy of the object.
+    h.cache.insert_object(&path, &Bytes::from(damaged));
+    let gets_before = h.storage_metrics.snapshot().get_ranges;
+    let got = read_all(&h, "bitrot", 0, 0).await;
+    assert_eq!(got, [(0, "intact".into())]);
+    assert!(
+        h.storage_metrics.snapshot().get_ranges > gets_before,
+        "the chunk was read again from the store"
     );
 }
 

@@ -266,6 +266,10 @@ impl BlockCache {
 
     /// Write-through: caches `bytes` as the whole object at `path`, e.g. a segment this agent
     /// has just uploaded, so reading it back needs no GET.
+    ///
+    /// Each block is copied into its own allocation: a slice would keep the whole object
+    /// alive for as long as any one of its blocks stays cached, and the cache's memory bound
+    /// would be a fiction.
     pub fn insert_object(&self, path: &Path, bytes: &Bytes) {
         let name: Arc<str> = path.as_ref().into();
         let block_size = self.inner.config.block_size as usize;
@@ -274,11 +278,26 @@ impl BlockCache {
             let key = BlockKey::new(Arc::clone(&name), index as u64);
             self.inner
                 .hybrid
-                .insert(key, CachedBlock(bytes.slice(start..end)));
+                .insert(key, CachedBlock(Bytes::copy_from_slice(&bytes[start..end])));
         }
         self.inner
             .metrics
             .add_cache_inserted_bytes(bytes.len() as u64);
+    }
+
+    /// Drops the cached blocks that hold `range` of an object (e.g. a range that failed a
+    /// checksum, so the next read goes to the store).
+    pub fn evict_range(&self, path: &Path, range: Range<u64>) {
+        if range.is_empty() {
+            return;
+        }
+        let name: Arc<str> = path.as_ref().into();
+        let block_size = self.inner.config.block_size;
+        for index in range.start / block_size..range.end.div_ceil(block_size) {
+            self.inner
+                .hybrid
+                .remove(&BlockKey::new(Arc::clone(&name), index));
+        }
     }
 
     /// Drops the blocks of an object (e.g. one that retention deleted), freeing their space
@@ -462,8 +481,10 @@ impl BlockCache {
                     .iter()
                     .zip((0..bytes.len()).step_by(block_size as usize))
                 {
-                    let block =
-                        bytes.slice(offset..(offset + block_size as usize).min(bytes.len()));
+                    // Copied: a slice would pin the whole GET body while one block is cached.
+                    let block = Bytes::copy_from_slice(
+                        &bytes[offset..(offset + block_size as usize).min(bytes.len())],
+                    );
                     inner.hybrid.insert(key.clone(), CachedBlock(block.clone()));
                     blocks.push(block);
                 }

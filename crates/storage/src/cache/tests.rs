@@ -281,3 +281,75 @@ async fn disk_tier_survives_a_restart() {
     assert_eq!(f.snapshot().all_gets(), 0);
     f.cache.close().await.unwrap();
 }
+
+/// Where `inner` points into `outer`'s bytes, if it does.
+fn points_into(inner: &Bytes, outer: &Bytes) -> bool {
+    let outer_range = outer.as_ptr() as usize..outer.as_ptr() as usize + outer.len();
+    outer_range.contains(&(inner.as_ptr() as usize))
+}
+
+/// A cached block is its own allocation, not a window into the uploaded object or the GET
+/// body it came from: otherwise one cached block would keep a whole segment in memory and
+/// the cache's memory bound would not hold.
+#[tokio::test]
+async fn cached_blocks_do_not_pin_what_they_were_cut_from() {
+    let f = Fixture::memory_only().await;
+    let size = 8 * BLOCK as usize;
+    let (path, bytes) = f.object("segments/pinned.seg", size).await;
+    f.cache.insert_object(&path, &bytes);
+    let block = f
+        .cache
+        .get_range(&path, 0..BLOCK, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(block, bytes.slice(0..BLOCK as usize));
+    assert!(
+        !points_into(&block, &bytes),
+        "a write-through block is a slice of the whole object"
+    );
+
+    // Blocks filled by one GET of several blocks are cut apart too.
+    let (other, _) = f.object("segments/fetched.seg", size).await;
+    let run = f
+        .cache
+        .get_range(&other, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    let first = f
+        .cache
+        .get_range(&other, 0..BLOCK, size as u64)
+        .await
+        .unwrap();
+    let second = f
+        .cache
+        .get_range(&other, BLOCK..2 * BLOCK, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(f.snapshot().get_ranges, 1, "one GET filled every block");
+    assert!(!points_into(&first, &run));
+    assert_ne!(
+        first.as_ptr() as usize + BLOCK as usize,
+        second.as_ptr() as usize,
+        "neighbouring blocks are separate allocations"
+    );
+}
+
+#[tokio::test]
+async fn evicting_a_range_makes_the_next_read_go_to_the_store() {
+    let f = Fixture::memory_only().await;
+    let size = 4 * BLOCK as usize;
+    let (path, bytes) = f.object("segments/evict.seg", size).await;
+    f.cache.insert_object(&path, &bytes);
+    f.cache.evict_range(&path, BLOCK + 10..BLOCK + 20);
+    let got = f
+        .cache
+        .get_range(&path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(got, bytes);
+    assert_eq!(
+        f.snapshot().get_ranges,
+        1,
+        "only the evicted block was fetched"
+    );
+}
