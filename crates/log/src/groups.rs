@@ -1,7 +1,9 @@
 //! Consumer-group offsets: where a named group is in each partition, kept in the metadata
 //! store so any agent can commit and fetch them.
 
-use shale_meta::{GroupOffsetRecord, KeyRange, RangeRequest, Record as _, Txn, TxnOp};
+use shale_meta::{
+    Compare, GroupOffsetRecord, KeyRange, MetaLimits, RangeRequest, Record as _, Txn, TxnOp,
+};
 
 use crate::{Log, LogError};
 
@@ -17,9 +19,18 @@ pub struct GroupOffset {
     pub metadata: String,
 }
 
+/// Longest offset metadata accepted (Kafka's `offset.metadata.max.bytes` default).
+pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
+
 impl Log {
-    /// Commits offsets of one topic for a group. Up to the metadata store's per-transaction
-    /// limit (128 partitions) the commit is atomic; larger commits are split.
+    /// Commits offsets of one topic for a group, all or nothing.
+    ///
+    /// The request is checked whole before anything is written (partitions exist and are
+    /// listed once, offsets are non-negative, metadata is at most
+    /// [`MAX_OFFSET_METADATA_BYTES`]). It is written in as few transactions as the store's
+    /// limits allow, split by count and by size; if one of them fails, those already
+    /// applied are rolled back (each key restored to its earlier value unless someone
+    /// committed it again meanwhile), so a failed commit leaves the group where it was.
     pub async fn commit_group_offsets(
         &self,
         group: &str,
@@ -31,19 +42,33 @@ impl Log {
         if offsets.is_empty() {
             return Err(LogError::InvalidRequest("no offsets to commit".to_owned()));
         }
+        let mut seen = std::collections::HashSet::with_capacity(offsets.len());
         for offset in offsets {
             Self::check_partition(&topic, offset.partition)?;
+            if !seen.insert(offset.partition) {
+                return Err(LogError::InvalidRequest(format!(
+                    "partition {} is listed twice in one offset commit",
+                    offset.partition
+                )));
+            }
             if offset.offset < 0 {
                 return Err(LogError::InvalidRequest(format!(
                     "offset {} for partition {} is negative",
                     offset.offset, offset.partition
                 )));
             }
+            if offset.metadata.len() > MAX_OFFSET_METADATA_BYTES {
+                return Err(LogError::InvalidRequest(format!(
+                    "offset metadata for partition {} is {} bytes, more than the limit of {MAX_OFFSET_METADATA_BYTES}",
+                    offset.partition,
+                    offset.metadata.len()
+                )));
+            }
         }
         let now_ms = self.inner.clock.now_ms();
-        let limit = self.inner.meta.limits().max_txn_ops;
-        for chunk in offsets.chunks(limit) {
-            let ops = chunk.iter().map(|offset| {
+        let puts: Vec<(Vec<u8>, Vec<u8>)> = offsets
+            .iter()
+            .map(|offset| {
                 let record = GroupOffsetRecord {
                     topic_id: topic.id,
                     offset: offset.offset,
@@ -51,17 +76,91 @@ impl Log {
                     metadata: offset.metadata.clone(),
                     committed_at_ms: now_ms,
                 };
-                TxnOp::put(
+                (
                     self.inner
                         .keys
                         .group_offset(group, &topic.name, offset.partition),
                     record.encode(),
                 )
-            });
+            })
+            .collect();
+        let chunks = plan_puts(&puts, self.inner.meta.limits());
+        if chunks.len() == 1 {
+            let ops = puts.into_iter().map(|(key, value)| TxnOp::put(key, value));
             self.inner.meta.txn(Txn::new().and_then(ops)).await?;
+            self.inner.metrics.group_commits.inc();
+            return Ok(());
+        }
+        // Several transactions: remember what each key held, to undo a partial commit.
+        let before = self.read_keys(group, &topic.name).await?;
+        let mut applied: Vec<(std::ops::Range<usize>, shale_meta::Revision)> = Vec::new();
+        for range in chunks {
+            let ops = puts[range.clone()]
+                .iter()
+                .map(|(key, value)| TxnOp::put(key.clone(), value.clone()));
+            match self.inner.meta.txn(Txn::new().and_then(ops)).await {
+                Ok(response) => applied.push((range, response.revision)),
+                Err(error) => {
+                    let error = LogError::from(error);
+                    return Err(self.roll_back(&puts, &before, &applied, error).await);
+                }
+            }
         }
         self.inner.metrics.group_commits.inc();
         Ok(())
+    }
+
+    /// Every key of the group's offsets for `topic`, with its value.
+    async fn read_keys(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<std::collections::HashMap<Vec<u8>, Vec<u8>>, LogError> {
+        let prefix = self.inner.keys.group_topic_offsets_prefix(group, topic);
+        let response = self
+            .inner
+            .meta
+            .range(RangeRequest::all(KeyRange::prefix(prefix)))
+            .await?;
+        Ok(response
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect())
+    }
+
+    /// Undoes the transactions of a partial commit: each key goes back to its earlier value
+    /// (or away), only if it still holds what this commit wrote.
+    async fn roll_back(
+        &self,
+        puts: &[(Vec<u8>, Vec<u8>)],
+        before: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
+        applied: &[(std::ops::Range<usize>, shale_meta::Revision)],
+        cause: LogError,
+    ) -> LogError {
+        let mut undone = true;
+        for (range, revision) in applied {
+            for (key, _) in &puts[range.clone()] {
+                let restore = match before.get(key) {
+                    Some(value) => TxnOp::put(key.clone(), value.clone()),
+                    None => TxnOp::delete(key.clone()),
+                };
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), *revision)])
+                    .and_then([restore]);
+                if let Err(error) = self.inner.meta.txn(txn).await {
+                    tracing::warn!(%error, "could not roll back part of a failed offset commit");
+                    undone = false;
+                }
+            }
+        }
+        if undone {
+            cause
+        } else {
+            LogError::OutcomeUnknown(format!(
+                "an offset commit failed part-way and could not be rolled back fully, so some of its partitions may be committed: {cause}"
+            ))
+        }
     }
 
     /// The group's committed offsets of `topic` (only partitions with one). Offsets committed
@@ -111,6 +210,28 @@ impl Log {
         out.sort_by_key(|offset| offset.partition);
         Ok(out)
     }
+}
+
+/// Cuts `puts` into runs that each fit one transaction: at most the store's ops per
+/// transaction and its request size (with room for the transaction's own framing).
+fn plan_puts(puts: &[(Vec<u8>, Vec<u8>)], limits: MetaLimits) -> Vec<std::ops::Range<usize>> {
+    let max_bytes = limits.max_request_bytes.saturating_sub(1024).max(1);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (index, (key, value)) in puts.iter().enumerate() {
+        let size = TxnOp::put(key.clone(), value.clone()).encoded_len();
+        if index > start && (index - start == limits.max_txn_ops || bytes + size > max_bytes) {
+            runs.push(start..index);
+            start = index;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < puts.len() {
+        runs.push(start..puts.len());
+    }
+    runs
 }
 
 fn validate_group(group: &str) -> Result<(), LogError> {

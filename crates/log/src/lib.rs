@@ -41,7 +41,7 @@ pub use error::LogError;
 pub use fetch::{
     DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedRecords, MAX_FETCH_BYTES,
 };
-pub use groups::{GroupOffset, MAX_GROUP_NAME_LEN};
+pub use groups::{GroupOffset, MAX_GROUP_NAME_LEN, MAX_OFFSET_METADATA_BYTES};
 pub use leadership::AgentAddresses;
 pub use metrics::LogMetrics;
 pub use offsets::{OffsetSpec, ResolvedOffset};

@@ -57,6 +57,7 @@ on_both_backends!(
     many_batch_idempotent_request_retried_after_a_lost_answer_gets_its_offsets,
     a_damaged_cached_chunk_is_read_again_from_the_store,
     fetch_bounds_what_it_returns_even_for_compressed_batches,
+    group_offset_commits_are_all_or_nothing,
 );
 
 /// Two processes with one agent id: the second is refused with a clear error instead of
@@ -590,6 +591,68 @@ async fn timestamp_lookup_is_exact(backends: Backends) {
         .unwrap()
         .unwrap();
     assert_eq!((earliest.offset, latest.offset), (0, 6));
+}
+
+/// A commit too big for one transaction that fails part-way leaves the group where it was;
+/// bad requests are refused whole before anything is written.
+async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("wide", 200).await;
+    let commit = |offset: i64| -> Vec<GroupOffset> {
+        (0..200)
+            .map(|partition| GroupOffset {
+                partition,
+                offset,
+                metadata: "m".repeat(100),
+            })
+            .collect()
+    };
+    h.log()
+        .commit_group_offsets("g", "wide", &commit(5))
+        .await
+        .unwrap();
+    // The second of its two transactions (it holds partition 150) is refused.
+    h.meta_faults.fail_txns_writing(
+        harness::test_keys().group_offset("g", "wide", 150),
+        TxnFault::Refuse,
+        1,
+    );
+    let error = h
+        .log()
+        .commit_group_offsets("g", "wide", &commit(9))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert_eq!(h.meta_faults.injected(), 1);
+    let stored = h.log().fetch_group_offsets("g", "wide", &[]).await.unwrap();
+    assert_eq!(stored.len(), 200);
+    assert!(
+        stored.iter().all(|offset| offset.offset == 5),
+        "the part that was applied was rolled back"
+    );
+
+    let mut too_big = commit(7);
+    too_big[3].metadata = "x".repeat(shale_log::MAX_OFFSET_METADATA_BYTES + 1);
+    let error = h
+        .log()
+        .commit_group_offsets("g", "wide", &too_big)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::InvalidRequest(_)), "{error}");
+    assert!(error.to_string().contains("metadata"), "{error}");
+    let mut twice = commit(7);
+    twice[10].partition = 11;
+    let error = h
+        .log()
+        .commit_group_offsets("g", "wide", &twice)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("listed twice"), "{error}");
+    let stored = h.log().fetch_group_offsets("g", "wide", &[]).await.unwrap();
+    assert!(
+        stored.iter().all(|offset| offset.offset == 5),
+        "nothing was written"
+    );
 }
 
 async fn group_offsets_commit_and_resume(backends: Backends) {
