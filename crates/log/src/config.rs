@@ -42,6 +42,11 @@ pub struct LogConfig {
     /// How long a produce waits for its partition to get a leader on this agent.
     #[serde(with = "humantime_serde")]
     pub leader_wait: Duration,
+    /// An idempotent producer idle this long (by the agent's clock) is forgotten: its state
+    /// key is deleted with a later commit of the partition, and a retry of its old batches
+    /// then fails as an unknown producer. Kafka's `producer.id.expiration.ms` default.
+    #[serde(with = "humantime_serde")]
+    pub producer_expiry: Duration,
     /// Upper bound of partitions per topic.
     pub max_partitions_per_topic: u32,
     /// Largest batch (after compression) a topic accepts unless its `max.message.bytes` says
@@ -61,6 +66,7 @@ impl Default for LogConfig {
             upload_concurrency: 4,
             lease_ttl: Duration::from_secs(10),
             leader_wait: Duration::from_secs(10),
+            producer_expiry: Duration::from_hours(24),
             max_partitions_per_topic: 10_000,
             default_max_message_bytes: 1_048_588,
         }

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use shale_common::Clock;
 use shale_meta::{
     AgentRecord, Compare, Keys, LeaderRecord, LeaseId, MetaError, MetaStore, PartitionState,
-    Record as _, Txn, TxnOp,
+    ProducerState, Record as _, Txn, TxnOp,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -425,7 +425,9 @@ async fn claim(
     if !response.succeeded {
         return Ok(ClaimOutcome::Raced);
     }
-    info!(topic = %topic.name, partition = key.1, epoch, high_watermark = new_state.high_watermark, "claimed partition");
+    // The claim fenced every earlier writer: the producer keys are final as of now.
+    let producers = read_producers(deps, key).await?;
+    info!(topic = %topic.name, partition = key.1, epoch, high_watermark = new_state.high_watermark, producers = producers.len(), "claimed partition");
     deps.writer.install_leader(
         key,
         &topic.name,
@@ -433,9 +435,33 @@ async fn claim(
             epoch,
             fence: response.revision,
             state: new_state,
+            producers,
         },
     );
     Ok(ClaimOutcome::Claimed)
+}
+
+/// A partition's idempotent producers as committed.
+async fn read_producers(
+    deps: &LeadershipDeps,
+    key: PartitionKey,
+) -> Result<std::collections::BTreeMap<i64, ProducerState>, MetaError> {
+    let prefix = deps.keys.partition_producers_prefix(key.0, key.1);
+    let response = deps
+        .meta
+        .range(shale_meta::RangeRequest::all(shale_meta::KeyRange::prefix(
+            prefix,
+        )))
+        .await?;
+    let mut producers = std::collections::BTreeMap::new();
+    for kv in response.kvs {
+        if let Some(shale_meta::ParsedKey::PartitionProducer { producer_id, .. }) =
+            deps.keys.parse(&kv.key)
+        {
+            producers.insert(producer_id, ProducerState::decode(&kv.key, &kv.value)?);
+        }
+    }
+    Ok(producers)
 }
 
 /// Deletes our leader key so another agent can claim at once.

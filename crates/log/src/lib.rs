@@ -117,6 +117,7 @@ impl Log {
             config.flush_bytes.as_u64(),
             config.backpressure_timeout,
             config.leader_wait,
+            Arc::clone(&deps.clock),
             deps.metrics.clone(),
         );
         let flusher_shutdown = CancellationToken::new();
@@ -169,6 +170,7 @@ impl Log {
                 ),
                 flush_interval: config.flush_interval,
                 upload_concurrency: config.upload_concurrency,
+                producer_expiry: config.producer_expiry,
                 metrics: deps.metrics.clone(),
                 resync: resync_tx,
             },

@@ -287,11 +287,6 @@ fn encode_records(
             continue;
         }
         let record_count = slice.len() as u32;
-        let max_ts = slice
-            .iter()
-            .map(|r| r.timestamp_ms)
-            .max()
-            .unwrap_or(i64::MIN);
         let producer_batch = producer.map(|p| {
             ProducerBatchId::new(
                 p.producer_id,
@@ -307,7 +302,6 @@ fn encode_records(
             bytes: BytesMut::from(bytes.as_ref()),
             record_count,
             producer: producer_batch,
-            max_timestamp_ms: max_ts,
         });
     }
     Ok(out)
@@ -363,7 +357,6 @@ fn prepare_client_batches(
             bytes: BytesMut::from(bytes.as_ref()),
             record_count: summary.record_count as u32,
             producer,
-            max_timestamp_ms: summary.max_timestamp,
         });
     }
     Ok(out)

@@ -13,6 +13,12 @@ pub(crate) const RECENT_BATCHES: usize = 5;
 /// Producers remembered per partition; the least recently active are forgotten first.
 pub(crate) const MAX_PRODUCERS_PER_PARTITION: usize = 1_000;
 
+/// Producer keys one partition's commit writes or deletes at most, so one partition's
+/// metadata write per flush stays small: a segment holds batches of at most this many
+/// idempotent producers per partition (a further producer waits for the next segment), and
+/// expired producers are deleted in the room that is left.
+pub(crate) const MAX_PRODUCER_WRITES_PER_COMMIT: usize = 32;
+
 /// The producer fields of one incoming batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProducerBatchId {
@@ -140,13 +146,13 @@ pub(crate) fn record_request(
     }
 }
 
-/// Records an appended batch.
+/// Records an appended batch; `now_ms` is the agent's clock.
 pub(crate) fn record_batch(
     producers: &mut BTreeMap<i64, ProducerState>,
     batch: ProducerBatchId,
     base_offset: i64,
     last_offset: i64,
-    timestamp_ms: i64,
+    now_ms: i64,
 ) {
     let state = producers
         .entry(batch.producer_id)
@@ -154,7 +160,7 @@ pub(crate) fn record_batch(
             epoch: batch.epoch,
             last_sequence: -1,
             last_offset: -1,
-            last_timestamp_ms: timestamp_ms,
+            last_active_ms: now_ms,
             recent: Vec::new(),
             last_request: None,
         });
@@ -165,7 +171,7 @@ pub(crate) fn record_batch(
     }
     state.last_sequence = batch.last_sequence;
     state.last_offset = last_offset;
-    state.last_timestamp_ms = timestamp_ms;
+    state.last_active_ms = now_ms;
     state.recent.push(ProducerBatch {
         first_sequence: batch.first_sequence,
         last_sequence: batch.last_sequence,
@@ -176,21 +182,36 @@ pub(crate) fn record_batch(
         let excess = state.recent.len() - RECENT_BATCHES;
         state.recent.drain(..excess);
     }
-    if producers.len() > MAX_PRODUCERS_PER_PARTITION {
-        evict_least_recent(producers);
-    }
 }
 
-fn evict_least_recent(producers: &mut BTreeMap<i64, ProducerState>) {
-    let excess = producers.len() - MAX_PRODUCERS_PER_PARTITION;
+/// Producers to forget, at most `room` of them, never one in `keep`: first those idle
+/// since before `now_ms - expiry_ms`, then, while more than
+/// [`MAX_PRODUCERS_PER_PARTITION`] would remain, the least recently active. Times are the
+/// agent's clock.
+pub(crate) fn to_forget(
+    producers: &BTreeMap<i64, ProducerState>,
+    now_ms: i64,
+    expiry_ms: i64,
+    keep: &std::collections::HashSet<i64>,
+    room: usize,
+) -> Vec<i64> {
     let mut by_age: Vec<(i64, i64)> = producers
         .iter()
-        .map(|(id, state)| (state.last_timestamp_ms, *id))
+        .filter(|(id, _)| !keep.contains(id))
+        .map(|(id, state)| (state.last_active_ms, *id))
         .collect();
     by_age.sort_unstable();
-    for (_, id) in by_age.into_iter().take(excess) {
-        producers.remove(&id);
-    }
+    let excess = (producers.len() + keep.iter().filter(|id| !producers.contains_key(id)).count())
+        .saturating_sub(MAX_PRODUCERS_PER_PARTITION);
+    by_age
+        .into_iter()
+        .enumerate()
+        .take_while(|(rank, (active, _))| {
+            *rank < excess || *active < now_ms.saturating_sub(expiry_ms)
+        })
+        .map(|(_, (_, id))| id)
+        .take(room)
+        .collect()
 }
 
 #[cfg(test)]
@@ -338,18 +359,41 @@ mod tests {
     }
 
     #[test]
-    fn least_recent_producers_are_evicted() {
+    fn idle_and_excess_producers_are_forgotten_by_the_agents_clock() {
         let mut producers = BTreeMap::new();
-        for id in 0..=MAX_PRODUCERS_PER_PARTITION as i64 {
+        for id in 0..10 {
             record_batch(
                 &mut producers,
                 ProducerBatchId::new(id, 0, 0, 1),
                 id,
                 id,
-                id,
+                id * 100,
             );
         }
-        assert_eq!(producers.len(), MAX_PRODUCERS_PER_PARTITION);
-        assert!(!producers.contains_key(&0));
+        let none = std::collections::HashSet::new();
+        // Idle since before 1000 - 450 = 550: producers active at 0..=500.
+        assert_eq!(
+            to_forget(&producers, 1_000, 450, &none, 32),
+            [0, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            to_forget(&producers, 1_000, 450, &none, 2),
+            [0, 1],
+            "bounded by room"
+        );
+        let keep = std::collections::HashSet::from([0, 1]);
+        assert_eq!(to_forget(&producers, 1_000, 450, &keep, 32), [2, 3, 4, 5]);
+        // Over the cap: the least recently active go, even if not idle.
+        let mut many = BTreeMap::new();
+        for id in 0..=MAX_PRODUCERS_PER_PARTITION as i64 {
+            record_batch(
+                &mut many,
+                ProducerBatchId::new(id, 0, 0, 1),
+                id,
+                id,
+                5_000 + id,
+            );
+        }
+        assert_eq!(to_forget(&many, 6_000, 1_000_000, &none, 32), [0]);
     }
 }

@@ -586,7 +586,7 @@ fn apply_put(keys: &Keys, state: &mut ViewState, kv: &KeyValue) -> Option<Partit
                 .insert(base_offset, entry);
             None
         }
-        ParsedKey::GroupOffset { .. } => None,
+        ParsedKey::GroupOffset { .. } | ParsedKey::PartitionProducer { .. } => None,
     }
 }
 

@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use crate::MetaError;
 use crate::keys::Keys;
-use crate::records::{IndexEntry, LeaderRecord, PartitionState, Record};
+use crate::records::{IndexEntry, LeaderRecord, PartitionState, ProducerState, Record};
 use crate::store::{Compare, MetaLimits, MetaStore, Revision, Txn, TxnOp, TxnOpResponse};
 
 /// One partition's part of a segment commit.
@@ -46,8 +46,12 @@ pub struct PartitionCommit {
     /// The mod revision of the partition's state key as this agent last wrote it (its claim
     /// or its previous commit): the state whose high watermark `index_entry` continues.
     pub state_revision: Revision,
-    /// The partition's new state (high watermark, producers).
+    /// The partition's new state (high watermark, leader epoch).
     pub state: PartitionState,
+    /// Idempotent producers whose state this segment changed (`Some`: their new state) or
+    /// that expired (`None`: delete). Only these are written: a commit's size grows with
+    /// the producers active in its segment, never with all the partition has seen.
+    pub producers: Vec<(i64, Option<ProducerState>)>,
     /// Where this segment holds the partition's new batches.
     pub index_entry: IndexEntry,
 }
@@ -106,6 +110,7 @@ struct Prepared {
     state_value: Vec<u8>,
     index_key: Vec<u8>,
     index_value: Vec<u8>,
+    producer_ops: Vec<TxnOp>,
 }
 
 impl Prepared {
@@ -116,11 +121,18 @@ impl Prepared {
         ]
     }
 
-    fn puts(&self) -> [TxnOp; 2] {
+    fn puts(&self) -> impl Iterator<Item = TxnOp> + '_ {
         [
             TxnOp::put(self.state_key.clone(), self.state_value.clone()),
             TxnOp::put(self.index_key.clone(), self.index_value.clone()),
         ]
+        .into_iter()
+        .chain(self.producer_ops.iter().cloned())
+    }
+
+    /// Ops of its success branch (its compares and failure reads are 2).
+    fn ops(&self) -> usize {
+        2 + self.producer_ops.len()
     }
 
     fn reads(&self) -> [TxnOp; 2] {
@@ -143,10 +155,10 @@ impl Prepared {
     }
 }
 
-const OPS_PER_PARTITION: usize = 2;
-
-/// Groups partitions into as few transactions as the limits allow, in input order. Partitions
-/// that cannot fit even alone are returned with their error.
+/// Groups partitions into as few transactions as the limits allow, in input order: the
+/// success ops (2 per partition plus its producer writes), the compares and failure reads
+/// (2 per partition each) and the encoded size all stay within the store's limits.
+/// Partitions that cannot fit even alone are returned with their error.
 fn plan(
     partitions: Vec<Prepared>,
     limits: MetaLimits,
@@ -154,15 +166,16 @@ fn plan(
     let mut groups = Vec::new();
     let mut refused = Vec::new();
     let base = Txn::new().encoded_len();
-    let per_txn = limits.max_txn_ops / OPS_PER_PARTITION;
     let mut current: Vec<Prepared> = Vec::new();
     let mut current_bytes = base;
+    let mut current_ops = 0;
     for partition in partitions {
-        if per_txn == 0 {
+        let ops = partition.ops();
+        if ops > limits.max_txn_ops || 2 > limits.max_txn_ops {
             refused.push((
                 partition.index,
                 MetaError::TooManyOps {
-                    ops: OPS_PER_PARTITION,
+                    ops,
                     limit: limits.max_txn_ops,
                 },
             ));
@@ -179,11 +192,18 @@ fn plan(
             ));
             continue;
         }
-        if current.len() == per_txn || current_bytes + bytes > limits.max_request_bytes {
+        let compares = 2 * (current.len() + 1);
+        if !current.is_empty()
+            && (current_ops + ops > limits.max_txn_ops
+                || compares > limits.max_txn_ops
+                || current_bytes + bytes > limits.max_request_bytes)
+        {
             groups.push(std::mem::take(&mut current));
             current_bytes = base;
+            current_ops = 0;
         }
         current_bytes += bytes;
+        current_ops += ops;
         current.push(partition);
     }
     if !current.is_empty() {
@@ -325,6 +345,18 @@ pub async fn commit_segment(
                 commit.index_entry.base_offset,
             ),
             index_value: commit.index_entry.encode(),
+            producer_ops: commit
+                .producers
+                .iter()
+                .map(|(producer_id, state)| {
+                    let key =
+                        keys.partition_producer(commit.topic_id, commit.partition, *producer_id);
+                    match state {
+                        Some(state) => TxnOp::put(key, state.encode()),
+                        None => TxnOp::delete(key),
+                    }
+                })
+                .collect(),
         });
     }
     let limits = store.limits();
@@ -400,6 +432,7 @@ mod tests {
             state_value: vec![b'x'; value_bytes],
             index_key: format!("/i/{index}").into_bytes(),
             index_value: vec![b'y'; 10],
+            producer_ops: Vec::new(),
         }
     }
 

@@ -35,6 +35,7 @@ const OFFSETS: &str = "offsets";
 const STATE: &str = "state";
 const LEADER: &str = "leader";
 const LOG_START: &str = "log-start";
+const PRODUCERS: &str = "producers";
 
 /// A key of Shale's layout, split into its typed parts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +57,11 @@ pub enum ParsedKey {
     PartitionLogStart {
         topic_id: TopicId,
         partition: u32,
+    },
+    PartitionProducer {
+        topic_id: TopicId,
+        partition: u32,
+        producer_id: i64,
     },
     IndexEntry {
         topic_id: TopicId,
@@ -149,6 +155,35 @@ impl Keys {
     /// `{root}/partitions/{topic_id}/{partition:010}/log-start`.
     pub fn partition_log_start(&self, topic_id: TopicId, partition: u32) -> Vec<u8> {
         self.partition_key(topic_id, partition, LOG_START)
+    }
+
+    /// `{root}/partitions/{topic_id}/{partition:010}/producers/{producer_id:020}`: one
+    /// idempotent producer's state in the partition. Producer ids are never negative; a
+    /// negative one is a bug and is written as 0.
+    pub fn partition_producer(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        producer_id: i64,
+    ) -> Vec<u8> {
+        debug_assert!(producer_id >= 0, "negative producer id {producer_id}");
+        self.key(&[
+            PARTITIONS,
+            &topic_id.to_string(),
+            &format_partition(partition),
+            PRODUCERS,
+            &format!("{:020}", producer_id.max(0)),
+        ])
+    }
+
+    /// Every producer key of one partition.
+    pub fn partition_producers_prefix(&self, topic_id: TopicId, partition: u32) -> Vec<u8> {
+        self.prefix(&[
+            PARTITIONS,
+            &topic_id.to_string(),
+            &format_partition(partition),
+            PRODUCERS,
+        ])
     }
 
     fn partition_key(&self, topic_id: TopicId, partition: u32, leaf: &str) -> Vec<u8> {
@@ -272,6 +307,13 @@ impl Keys {
                         partition,
                     },
                     _ => return None,
+                }
+            }
+            [PARTITIONS, topic_id, partition, PRODUCERS, producer_id] => {
+                ParsedKey::PartitionProducer {
+                    topic_id: parse_topic_id(topic_id)?,
+                    partition: parse_partition(partition)?,
+                    producer_id: i64::try_from(parse_padded(producer_id, 20)?).ok()?,
                 }
             }
             [INDEX, topic_id, partition, base_offset] => ParsedKey::IndexEntry {
@@ -438,6 +480,13 @@ mod tests {
                     partition,
                 }
             }),
+            (topic_id(), any::<u32>(), offset()).prop_map(|(topic_id, partition, producer_id)| {
+                ParsedKey::PartitionProducer {
+                    topic_id,
+                    partition,
+                    producer_id,
+                }
+            }),
             (topic_id(), any::<u32>(), offset()).prop_map(|(topic_id, partition, base_offset)| {
                 ParsedKey::IndexEntry {
                     topic_id,
@@ -471,6 +520,11 @@ mod tests {
                 topic_id,
                 partition,
             } => keys.partition_log_start(*topic_id, *partition),
+            ParsedKey::PartitionProducer {
+                topic_id,
+                partition,
+                producer_id,
+            } => keys.partition_producer(*topic_id, *partition, *producer_id),
             ParsedKey::IndexEntry {
                 topic_id,
                 partition,
@@ -501,6 +555,10 @@ mod tests {
         assert_eq!(
             keys.partition_log_start(id, 7),
             b"/shale/partitions/0123456789abcdef0123456789abcdef/0000000007/log-start"
+        );
+        assert_eq!(
+            keys.partition_producer(id, 7, 1234),
+            b"/shale/partitions/0123456789abcdef0123456789abcdef/0000000007/producers/00000000000000001234"
         );
         assert_eq!(
             keys.index_entry(id, 7, 42),

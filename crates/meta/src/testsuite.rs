@@ -79,6 +79,7 @@ macro_rules! meta_store_suite {
             commit_thousand_partitions,
             commit_fenced_partition_fails_alone,
             commit_that_does_not_continue_the_state_fails_alone,
+            commit_writes_and_expires_only_the_producers_it_names,
             commit_oversized_partition_is_refused,
         );
     };
@@ -887,19 +888,18 @@ async fn claim_partitions(store: &dyn MetaStore, scenario: &str, count: u32) -> 
     }
 }
 
+fn producer(last_sequence: i32) -> ProducerState {
+    ProducerState {
+        epoch: 0,
+        last_sequence,
+        last_offset: 109,
+        last_active_ms: 1_700_000_000_000,
+        recent: Vec::new(),
+        last_request: None,
+    }
+}
+
 fn partition_commit(setup: &CommitSetup, topic: TopicId, partition: u32) -> PartitionCommit {
-    let mut producers = BTreeMap::new();
-    producers.insert(
-        i64::from(partition) + 1000,
-        ProducerState {
-            epoch: 0,
-            last_sequence: 9,
-            last_offset: 109,
-            last_timestamp_ms: 1_700_000_000_000,
-            recent: Vec::new(),
-            last_request: None,
-        },
-    );
     PartitionCommit {
         topic_id: topic,
         partition,
@@ -908,8 +908,8 @@ fn partition_commit(setup: &CommitSetup, topic: TopicId, partition: u32) -> Part
         state: PartitionState {
             leader_epoch: 1,
             high_watermark: 110,
-            producers,
         },
+        producers: Vec::new(),
         index_entry: IndexEntry {
             object: "segments/agent-1/00000000000000000001.seg".into(),
             object_size: 8 << 20,
@@ -1107,6 +1107,70 @@ pub async fn commit_that_does_not_continue_the_state_fails_alone(store: &dyn Met
             .high_watermark,
         110
     );
+}
+
+/// A commit writes the producers its segment changed and deletes the expired ones it names;
+/// other producers' keys are untouched. Partitions with many producer writes take more of a
+/// transaction's ops, so the plan packs fewer of them.
+pub async fn commit_writes_and_expires_only_the_producers_it_names(store: &dyn MetaStore) {
+    let setup = claim_partitions(store, "commitproducers", 100).await;
+    let (topic, partition) = setup.partitions[0];
+    let untouched = setup.keys.partition_producer(topic, partition, 3);
+    let expired = setup.keys.partition_producer(topic, partition, 2);
+    store.put(&untouched, &producer(1).encode()).await.unwrap();
+    store.put(&expired, &producer(1).encode()).await.unwrap();
+    let mut commits: Vec<PartitionCommit> = setup
+        .partitions
+        .iter()
+        .map(|(topic, partition)| partition_commit(&setup, *topic, *partition))
+        .collect();
+    commits[0].producers = vec![(1, Some(producer(9))), (2, None)];
+    // 40 producer writes each on 10 partitions: at most 3 such partitions per transaction.
+    for commit in commits.iter_mut().skip(1).take(10) {
+        commit.producers = (100..140).map(|id| (id, Some(producer(0)))).collect();
+    }
+    let report = commit_segment(store, &setup.keys, commits, CommitOptions::default()).await;
+    for outcome in &report.outcomes {
+        assert!(
+            matches!(outcome, CommitOutcome::Committed { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert!(
+        report.transactions >= 4,
+        "{} transactions",
+        report.transactions
+    );
+    let written = store
+        .get(&setup.keys.partition_producer(topic, partition, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ProducerState::decode(&written.key, &written.value).unwrap(),
+        producer(9)
+    );
+    assert_eq!(
+        store.get(&expired).await.unwrap(),
+        None,
+        "the expired producer is deleted"
+    );
+    let kept = store.get(&untouched).await.unwrap().unwrap();
+    assert_eq!(
+        ProducerState::decode(&kept.key, &kept.value).unwrap(),
+        producer(1)
+    );
+    let all = range_prefix(store, &setup.keys.partitions_prefix()).await;
+    let producers = all
+        .iter()
+        .filter(|kv| {
+            matches!(
+                setup.keys.parse(&kv.key),
+                Some(crate::ParsedKey::PartitionProducer { .. })
+            )
+        })
+        .count();
+    assert_eq!(producers, 2 + 10 * 40);
 }
 
 /// A partition too large for any transaction is refused with a clear error and nothing of

@@ -11,7 +11,7 @@ use std::time::Duration;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use shale_common::Clock;
 use shale_format::{RecordBatch, SegmentBuilder};
-use shale_meta::records::{IndexEntry, PartitionState, Record};
+use shale_meta::records::{IndexEntry, PartitionState, ProducerState, Record};
 use shale_meta::{
     CommitOptions, CommitOutcome, EventKind, KeyValue, Keys, MetaError, MetaStore, PartitionCommit,
     WatchEvent, commit_segment,
@@ -24,7 +24,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::open_segment::OpenChunk;
 use super::{InFlight, Writer};
-use crate::producers::{record_batch, record_request};
+use crate::producers::{MAX_PRODUCER_WRITES_PER_COMMIT, record_batch, record_request, to_forget};
 use crate::view::{ClusterView, PartitionKey};
 use crate::{LogError, LogMetrics};
 
@@ -41,6 +41,8 @@ pub(crate) struct FlushDeps {
     pub object_ids: ObjectIdGenerator,
     pub flush_interval: Duration,
     pub upload_concurrency: usize,
+    /// Idle idempotent producers are forgotten after this long (agent clock).
+    pub producer_expiry: Duration,
     pub metrics: LogMetrics,
     /// Partitions whose commit outcome is unknown: leadership re-claims them, which fences
     /// any late commit, then restarts them from the state it reads.
@@ -54,12 +56,13 @@ pub(crate) async fn run_flusher(deps: FlushDeps, shutdown: CancellationToken) {
     let mut jobs = JoinSet::new();
     loop {
         while jobs.try_join_next().is_some() {}
-        let (opened_at, bytes, shutting_down) = {
+        let (opened_at, bytes, shutting_down, seal_requested) = {
             let state = deps.writer.lock();
             (
                 state.open.opened_at,
                 state.open.bytes(),
                 state.shutting_down,
+                state.seal_requested,
             )
         };
         let Some(opened_at) = opened_at else {
@@ -72,7 +75,7 @@ pub(crate) async fn run_flusher(deps: FlushDeps, shutdown: CancellationToken) {
             }
             continue;
         };
-        if bytes < deps.writer.shared.flush_bytes && !shutting_down {
+        if bytes < deps.writer.shared.flush_bytes && !shutting_down && !seal_requested {
             let deadline = opened_at + deps.flush_interval;
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
@@ -87,7 +90,15 @@ pub(crate) async fn run_flusher(deps: FlushDeps, shutdown: CancellationToken) {
             .acquire_owned()
             .await
             .expect("the upload semaphore is never closed");
-        let chunks = deps.writer.lock().open.take();
+        let chunks = {
+            let mut state = deps.writer.lock();
+            state.seal_requested = false;
+            state.open.take()
+        };
+        deps.writer
+            .shared
+            .sealed
+            .send_modify(|generation| *generation += 1);
         if chunks.is_empty() {
             continue;
         }
@@ -279,21 +290,52 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
             let mut new_state: PartitionState = leader.committed.clone();
             new_state.high_watermark = placed_chunk.entry.last_offset + 1;
             new_state.leader_epoch = leader.epoch;
-            for (batch, base, last, timestamp) in &placed_chunk.chunk.producer_batches {
-                record_batch(&mut new_state.producers, *batch, *base, *last, *timestamp);
+            // Only the producers of this chunk change: start from their committed states.
+            let chunk = &placed_chunk.chunk;
+            let mut changed: BTreeMap<i64, ProducerState> = chunk
+                .producer_ids
+                .iter()
+                .filter_map(|id| {
+                    leader
+                        .committed_producers
+                        .get(id)
+                        .map(|state| (*id, state.clone()))
+                })
+                .collect();
+            for (batch, base, last, now_ms) in &chunk.producer_batches {
+                record_batch(&mut changed, *batch, *base, *last, *now_ms);
             }
-            for (producer_id, span) in &placed_chunk.chunk.producer_requests {
-                record_request(&mut new_state.producers, *producer_id, span.clone());
+            for (producer_id, span) in &chunk.producer_requests {
+                record_request(&mut changed, *producer_id, span.clone());
             }
+            let forgotten = to_forget(
+                &leader.committed_producers,
+                deps.clock.now_ms(),
+                i64::try_from(deps.producer_expiry.as_millis()).unwrap_or(i64::MAX),
+                &chunk.producer_ids,
+                MAX_PRODUCER_WRITES_PER_COMMIT.saturating_sub(changed.len()),
+            );
+            let producer_writes: Vec<(i64, Option<ProducerState>)> = changed
+                .iter()
+                .map(|(id, state)| (*id, Some(state.clone())))
+                .chain(forgotten.iter().map(|id| (*id, None)))
+                .collect();
             commits.push(PartitionCommit {
                 topic_id: key.0,
                 partition: key.1,
                 leader_fence: leader.fence,
                 state_revision: leader.state_revision,
                 state: new_state.clone(),
+                producers: producer_writes.clone(),
                 index_entry: placed_chunk.entry.clone(),
             });
-            prepared.push((key, placed_chunk, new_state, leader.generation));
+            prepared.push((
+                key,
+                placed_chunk,
+                new_state,
+                producer_writes,
+                leader.generation,
+            ));
         }
     }
     if commits.is_empty() {
@@ -318,7 +360,7 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
     let mut committed_appends = Vec::new();
     {
         let mut state = deps.writer.lock();
-        for ((key, placed_chunk, new_state, generation), outcome) in
+        for ((key, placed_chunk, new_state, producer_writes, generation), outcome) in
             prepared.into_iter().zip(outcomes)
         {
             match outcome {
@@ -336,6 +378,22 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
                     {
                         leader.committed = new_state;
                         leader.state_revision = revision;
+                        for (id, write) in producer_writes {
+                            match write {
+                                Some(producer) => {
+                                    leader.committed_producers.insert(id, producer);
+                                }
+                                None => {
+                                    // Forgotten in memory too, unless it appended since
+                                    // (then a later commit writes it again).
+                                    if let Some(old) = leader.committed_producers.remove(&id)
+                                        && leader.producers.get(&id) == Some(&old)
+                                    {
+                                        leader.producers.remove(&id);
+                                    }
+                                }
+                            }
+                        }
                     }
                     committed_appends.extend(
                         placed_chunk

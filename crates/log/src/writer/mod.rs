@@ -16,11 +16,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use shale_common::Clock;
 use shale_meta::{PartitionState, ProducerBatch, ProducerState, Revision, TopicRecord};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::producers::{
-    ProducerBatchId, SequenceCheck, check_sequence, record_batch, record_request,
+    MAX_PRODUCER_WRITES_PER_COMMIT, ProducerBatchId, SequenceCheck, check_sequence, record_batch,
+    record_request,
 };
 use crate::view::PartitionKey;
 use crate::{LogError, LogMetrics};
@@ -43,7 +45,6 @@ pub(crate) struct PreparedBatch {
     pub bytes: BytesMut,
     pub record_count: u32,
     pub producer: Option<ProducerBatchId>,
-    pub max_timestamp_ms: i64,
 }
 
 /// One append request for one partition.
@@ -85,6 +86,9 @@ pub(crate) struct Claim {
     pub fence: Revision,
     /// The partition state as committed when the claim landed.
     pub state: PartitionState,
+    /// Its idempotent producers as committed (read after the claim, which fenced every
+    /// earlier writer).
+    pub producers: BTreeMap<i64, ProducerState>,
 }
 
 /// A partition this agent leads.
@@ -102,6 +106,8 @@ struct LeaderPartition {
     producers: BTreeMap<i64, ProducerState>,
     /// The state as last committed; the next commit builds on it.
     committed: PartitionState,
+    /// Idempotent producers as last committed.
+    committed_producers: BTreeMap<i64, ProducerState>,
     /// Changed whenever this partition's uncommitted appends are thrown away or it is led
     /// anew; appends of another generation are never committed. Drawn from one counter of
     /// the writer, so a partition dropped and claimed again never reuses one.
@@ -119,6 +125,9 @@ struct WriterState {
     /// The last generation handed out (see [`LeaderPartition::generation`]).
     last_generation: u64,
     shutting_down: bool,
+    /// An append waits for the open segment to be sealed (its partition's chunk holds as
+    /// many idempotent producers as one commit may write): seal it now.
+    seal_requested: bool,
 }
 
 impl WriterState {
@@ -145,6 +154,9 @@ struct WriterShared {
     /// Wakes the flusher: data arrived in an empty segment, or the segment is full.
     flush_wakeup: Notify,
     leaders_changed: watch::Sender<u64>,
+    /// Bumped whenever the flusher takes the open segment.
+    sealed: watch::Sender<u64>,
+    clock: Arc<dyn Clock>,
     metrics: LogMetrics,
 }
 
@@ -154,6 +166,7 @@ impl Writer {
         flush_bytes: u64,
         backpressure_timeout: Duration,
         leader_wait: Duration,
+        clock: Arc<dyn Clock>,
         metrics: LogMetrics,
     ) -> Self {
         let permits = usize::try_from(buffer_limit)
@@ -169,6 +182,8 @@ impl Writer {
                 flush_bytes: usize::try_from(flush_bytes).unwrap_or(usize::MAX),
                 flush_wakeup: Notify::new(),
                 leaders_changed: watch::channel(0).0,
+                sealed: watch::channel(0).0,
+                clock,
                 metrics,
             }),
         }
@@ -199,10 +214,15 @@ impl Writer {
         })?;
         let deadline = tokio::time::Instant::now() + self.shared.leader_wait;
         let mut leaders_changed = self.shared.leaders_changed.subscribe();
+        let producer_id = request
+            .batches
+            .iter()
+            .find_map(|batch| batch.producer.map(|producer| producer.producer_id));
+        let mut sealed = self.shared.sealed.subscribe();
         let mut request = Some(request);
         let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
-            let leads = {
+            let (leads, needs_seal) = {
                 let mut state = self.lock();
                 if state.shutting_down {
                     return Err(LogError::ShuttingDown);
@@ -212,19 +232,47 @@ impl Writer {
                     .leaders
                     .get(&key)
                     .is_some_and(|leader| leader.accepting);
-                if leads {
-                    let ready = permit.take().or_else(|| {
-                        Arc::clone(&self.shared.buffer)
-                            .try_acquire_many_owned(permits)
-                            .ok()
-                    });
-                    if let Some(permit) = ready {
-                        let request = request.take().expect("request is present");
-                        return self.append_locked(&mut state, request, permit);
+                if leads
+                    && let Some(producer_id) = producer_id
+                    && !state.open.has_room_for_producer(
+                        key,
+                        producer_id,
+                        MAX_PRODUCER_WRITES_PER_COMMIT,
+                    )
+                {
+                    // One commit writes at most so many producers per partition: this one
+                    // goes into the next segment. Ask for the open one to be sealed now.
+                    sealed.borrow_and_update();
+                    state.seal_requested = true;
+                    (true, true)
+                } else {
+                    if leads {
+                        let ready = permit.take().or_else(|| {
+                            Arc::clone(&self.shared.buffer)
+                                .try_acquire_many_owned(permits)
+                                .ok()
+                        });
+                        if let Some(permit) = ready {
+                            let request = request.take().expect("request is present");
+                            return self.append_locked(&mut state, request, permit);
+                        }
                     }
+                    (leads, false)
                 }
-                leads
             };
+            if needs_seal {
+                self.shared.flush_wakeup.notify_one();
+                if tokio::time::timeout(self.shared.backpressure_timeout, sealed.changed())
+                    .await
+                    .is_err()
+                {
+                    return Err(LogError::Backpressure {
+                        limit: self.shared.buffer_limit,
+                        waited_ms: self.shared.backpressure_timeout.as_millis() as u64,
+                    });
+                }
+                continue;
+            }
             if leads {
                 // Led here but the buffer is full: wait for space, then look again (the
                 // partition may have moved meanwhile).
@@ -276,6 +324,7 @@ impl Writer {
         permit: OwnedSemaphorePermit,
     ) -> Result<AppendReceiver, LogError> {
         let (tx, rx) = oneshot::channel();
+        let now_ms = self.shared.clock.now_ms();
         let leader = state
             .leaders
             .get_mut(&request.key)
@@ -307,13 +356,7 @@ impl Writer {
                 match check_sequence(&scratch, producer, &request.topic.name, request.partition)? {
                     SequenceCheck::Append => {
                         let last = next_offset + i64::from(batch.record_count) - 1;
-                        record_batch(
-                            &mut scratch,
-                            producer,
-                            next_offset,
-                            last,
-                            batch.max_timestamp_ms,
-                        );
+                        record_batch(&mut scratch, producer, next_offset, last, now_ms);
                     }
                     SequenceCheck::Duplicate {
                         base_offset,
@@ -368,14 +411,8 @@ impl Writer {
                 .expect("a validated batch has a header");
             let last = offset + i64::from(batch.record_count) - 1;
             if let Some(producer) = batch.producer {
-                record_batch(
-                    &mut leader.producers,
-                    producer,
-                    offset,
-                    last,
-                    batch.max_timestamp_ms,
-                );
-                producer_updates.push((producer, offset, last, batch.max_timestamp_ms));
+                record_batch(&mut leader.producers, producer, offset, last, now_ms);
+                producer_updates.push((producer, offset, last, now_ms));
             }
             record_count += batch.record_count;
             offset = last + 1;
@@ -448,8 +485,9 @@ impl Writer {
                 // The claim wrote the state key in the same transaction as the leader key.
                 state_revision: claim.fence,
                 next_offset: claim.state.high_watermark,
-                producers: claim.state.producers.clone(),
+                producers: claim.producers.clone(),
                 committed: claim.state,
+                committed_producers: claim.producers,
                 generation,
                 accepting: true,
             },
@@ -549,7 +587,7 @@ impl Writer {
         if let Some(leader) = state.leaders.get_mut(&key) {
             leader.generation = generation;
             leader.next_offset = leader.committed.high_watermark;
-            leader.producers = leader.committed.producers.clone();
+            leader.producers = leader.committed_producers.clone();
         }
         let open_ids: HashSet<u64> = state
             .open
@@ -598,6 +636,7 @@ mod tests {
 
     fn claim(fence: Revision) -> Claim {
         Claim {
+            producers: BTreeMap::new(),
             epoch: 1,
             fence,
             state: PartitionState::default(),
@@ -623,7 +662,6 @@ mod tests {
                 bytes: BytesMut::from(bytes.as_ref()),
                 record_count: 1,
                 producer: None,
-                max_timestamp_ms: 1,
             }],
             expected_next_offset: None,
         }
@@ -640,6 +678,7 @@ mod tests {
             1 << 20,
             Duration::from_millis(300),
             Duration::from_secs(5),
+            shale_common::SystemClock::shared(),
             LogMetrics::unregistered(),
         );
         let led = (topic.id, 0);
@@ -674,6 +713,7 @@ mod tests {
             1 << 20,
             Duration::from_secs(1),
             Duration::from_secs(1),
+            shale_common::SystemClock::shared(),
             LogMetrics::unregistered(),
         );
         let topic = topic();

@@ -1,6 +1,6 @@
 //! The segment being filled: batches grouped by partition, and the appends waiting on them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use shale_meta::ProducerBatch;
@@ -32,6 +32,8 @@ pub(crate) struct OpenChunk {
     pub producer_batches: Vec<ProducerUpdate>,
     /// The span of each idempotent request in this chunk, by producer id, in append order.
     pub producer_requests: Vec<(i64, ProducerBatch)>,
+    /// The idempotent producers with batches in this chunk.
+    pub producer_ids: HashSet<i64>,
     pub bytes: usize,
 }
 
@@ -80,8 +82,24 @@ impl OpenSegment {
             chunk.batches.push(batch);
         }
         chunk.append_ids.push(append_id);
-        chunk.producer_batches.extend(producer_batches);
+        for update in producer_batches {
+            chunk.producer_ids.insert(update.0.producer_id);
+            chunk.producer_batches.push(update);
+        }
         chunk.producer_requests.extend(producer_request);
+    }
+
+    /// Whether `key`'s chunk can take batches of `producer_id`: it already holds some, or it
+    /// holds fewer than `max` producers.
+    pub(crate) fn has_room_for_producer(
+        &self,
+        key: PartitionKey,
+        producer_id: i64,
+        max: usize,
+    ) -> bool {
+        self.chunks.get(&key).is_none_or(|chunk| {
+            chunk.producer_ids.contains(&producer_id) || chunk.producer_ids.len() < max
+        })
     }
 
     /// Drops a partition's chunk (its appends are being failed).

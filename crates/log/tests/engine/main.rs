@@ -58,6 +58,7 @@ on_both_backends!(
     a_damaged_cached_chunk_is_read_again_from_the_store,
     fetch_bounds_what_it_returns_even_for_compressed_batches,
     group_offset_commits_are_all_or_nothing,
+    producer_state_is_written_when_it_changes_and_expires_by_the_agent_clock,
 );
 
 /// Two processes with one agent id: the second is refused with a clear error instead of
@@ -591,6 +592,78 @@ async fn timestamp_lookup_is_exact(backends: Backends) {
         .unwrap()
         .unwrap();
     assert_eq!((earliest.offset, latest.offset), (0, 6));
+}
+
+/// Idempotent producers have their own keys, written only by commits of segments they
+/// appended to (at most 32 per partition per commit: a 33rd producer waits for the next
+/// segment), and deleted once idle past the producer expiry by the agent's clock.
+async fn producer_state_is_written_when_it_changes_and_expires_by_the_agent_clock(
+    backends: Backends,
+) {
+    let config = shale_log::LogConfig {
+        producer_expiry: Duration::from_secs(2),
+        flush_interval: Duration::from_millis(200),
+        ..test_config()
+    };
+    let h = Harness::start_with(backends, config).await;
+    h.create_topic("many", 1).await;
+    let producer = |id: i64, sequence: i32| ProduceRecords {
+        producer: Some(ProducerIdentity {
+            producer_id: id,
+            epoch: 0,
+            base_sequence: sequence,
+        }),
+        ..produce_to("many", 0, &["v"])
+    };
+    // 40 producers at once: more than one commit may write for one partition.
+    let mut tickets = Vec::new();
+    for id in 0..40 {
+        tickets.push(h.log().produce(producer(id, 0)).await.unwrap());
+    }
+    for ticket in tickets {
+        ticket.wait().await.unwrap();
+    }
+    let topic = h.log().describe_topic("many").unwrap().0;
+    let keys = harness::test_keys();
+    let count_producers = || async {
+        h.meta()
+            .range(shale_meta::RangeRequest::all(shale_meta::KeyRange::prefix(
+                keys.partition_producers_prefix(topic.id, 0),
+            )))
+            .await
+            .unwrap()
+            .kvs
+            .len()
+    };
+    assert_eq!(count_producers().await, 40);
+    let state = h
+        .meta()
+        .get(&keys.partition_state(topic.id, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        state.value.len() < 200,
+        "the state key holds no producers: {} bytes",
+        state.value.len()
+    );
+    // A retry is answered from the producer state.
+    let retry = h.produce_ok(producer(7, 0)).await;
+    assert!(retry[0].base_offset < 40, "{retry:?}");
+    assert_eq!(read_all(&h, "many", 0, 0).await.len(), 40);
+    // Idle past the expiry: later commits delete them, a bounded number at a time.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for sequence in 0..5 {
+        h.produce_ok(producer(1_000, sequence)).await;
+        if count_producers().await == 1 {
+            break;
+        }
+    }
+    assert_eq!(
+        count_producers().await,
+        1,
+        "only the active producer is left"
+    );
 }
 
 /// A commit too big for one transaction that fails part-way leaves the group where it was;

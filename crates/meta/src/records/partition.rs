@@ -1,12 +1,12 @@
 //! `{root}/partitions/{topic_id}/{partition}/…`: a partition's committed state, its leader
 //! and its log start.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 /// `…/state`: what the last segment commit made durable for the partition. Rewritten by
-/// every commit (see [`crate::commit_segment`]).
+/// every commit (see [`crate::commit_segment`]); small and of fixed size. Idempotent
+/// producers live in their own keys (`…/producers/{id}`, [`ProducerState`]), written only
+/// when they change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PartitionState {
@@ -14,12 +14,12 @@ pub struct PartitionState {
     pub leader_epoch: u64,
     /// The next offset to assign: every offset below it is committed.
     pub high_watermark: i64,
-    /// Idempotent-producer state by producer id (JSON object keys are the ids as strings).
-    pub producers: BTreeMap<i64, ProducerState>,
 }
 
-/// What the partition remembers about one idempotent producer, to refuse duplicates and
-/// answer retries with their original offsets.
+/// `…/producers/{producer_id}`: what the partition remembers about one idempotent producer,
+/// to refuse duplicates and answer retries with their original offsets. Written by a
+/// segment commit only when the producer appended in that segment; deleted once idle for
+/// the leader's producer expiry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProducerState {
@@ -29,8 +29,10 @@ pub struct ProducerState {
     pub last_sequence: i32,
     /// Offset of the last record committed.
     pub last_offset: i64,
-    /// Timestamp of the last batch, ms (for producer-state expiry).
-    pub last_timestamp_ms: i64,
+    /// When the producer last appended, ms by the leading agent's clock (never a client's
+    /// timestamp): expiry and eviction go by it.
+    #[serde(alias = "last_timestamp_ms")]
+    pub last_active_ms: i64,
     /// The most recent batches (Kafka keeps 5), so a retried batch gets its original offsets.
     pub recent: Vec<ProducerBatch>,
     /// The span of the producer's last request, however many batches it was split into (a
