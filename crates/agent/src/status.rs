@@ -24,6 +24,7 @@ pub fn code_for(error: &LogError) -> Code {
         LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
         LogError::ConditionFailed { .. }
         | LogError::AgentIdInUse { .. }
+        | LogError::StorageRefused(_)
         | LogError::ProducerFenced { .. }
         | LogError::OutOfOrderSequence { .. }
         | LogError::UnknownProducer { .. } => Code::FailedPrecondition,

@@ -101,6 +101,11 @@ pub enum LogError {
     #[error("object store unavailable: {0}")]
     StorageUnavailable(String),
 
+    /// The object store refused a request for a reason retrying will not fix (permissions,
+    /// a missing bucket, bad credentials).
+    #[error("object store refused the request: {0}")]
+    StorageRefused(String),
+
     #[error("metadata store unavailable: {0}")]
     MetaUnavailable(String),
 
@@ -182,13 +187,32 @@ impl From<MetaError> for LogError {
     }
 }
 
-impl From<object_store::Error> for LogError {
-    fn from(error: object_store::Error) -> Self {
-        match error {
-            object_store::Error::NotFound { .. } => {
-                Self::CorruptData(format!("an object the index refers to is missing: {error}"))
-            }
-            _ => Self::StorageUnavailable(error.to_string()),
+impl LogError {
+    /// The error a client hears when `what` (e.g. "uploading a segment") failed in the object
+    /// store. The store's own error, with object paths, endpoints and any raw S3 answer, goes
+    /// to the agent's log only. Retrying helps only for transient failures; a refusal
+    /// (permissions, missing bucket, bad configuration) says so and is not retryable.
+    pub(crate) fn from_store(what: &str, error: &object_store::Error, reading: bool) -> Self {
+        use shale_storage::ErrorClass;
+        tracing::warn!(%error, what, "object store request failed");
+        match shale_storage::classify(error) {
+            ErrorClass::Transient => Self::StorageUnavailable(format!(
+                "{what} failed: the object store did not answer or is overloaded; retry (the agent's log has the details)"
+            )),
+            // On a read the index names an object the store does not have: lost data, not an
+            // outage, and retrying will not help.
+            ErrorClass::NotFound if reading => Self::CorruptData(format!(
+                "{what} failed: an object the index refers to is missing from the object store (the agent's log names it)"
+            )),
+            ErrorClass::NotFound => Self::StorageRefused(format!(
+                "{what} failed: the object store says the bucket or prefix does not exist; check the agent's object store setting"
+            )),
+            ErrorClass::AlreadyExists
+            | ErrorClass::Precondition
+            | ErrorClass::NotModified
+            | ErrorClass::Permanent => Self::StorageRefused(format!(
+                "{what} was refused by the object store (for example access denied, or a bad bucket or credentials); the agent's log has the details"
+            )),
         }
     }
 }

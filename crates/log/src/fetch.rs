@@ -321,14 +321,18 @@ impl Log {
         }
         self.inner.metrics.corrupt_reads.inc();
         self.inner.cache.evict_range(&path, range);
+        tracing::error!(
+            object = %entry.object,
+            offset = entry.offset,
+            length = entry.length,
+            stored_crc32c = entry.crc32c,
+            computed_crc32c = crc32c::crc32c(&second),
+            bytes_read = second.len(),
+            "stored chunk failed its checksum twice"
+        );
         Err(LogError::CorruptData(format!(
-            "chunk of object {} at bytes {}..{} failed its checksum (stored crc32c {:#010x}, computed {:#010x}, {} bytes read)",
-            entry.object,
-            entry.offset,
-            entry.offset + entry.length,
-            entry.crc32c,
-            crc32c::crc32c(&second),
-            second.len()
+            "the stored records from offset {} failed their checksum (the agent's log names the object)",
+            entry.base_offset
         )))
     }
 
@@ -342,14 +346,16 @@ impl Log {
             .cache
             .get_range(path, range, entry.object_size)
             .await
-            .map_err(|error| match error.store_error() {
-                // The index names an object the store does not have: that is lost data,
-                // not an outage, and retrying will not help.
-                Some(object_store::Error::NotFound { .. }) => LogError::CorruptData(format!(
-                    "object {} that the index refers to is missing: {error}",
-                    entry.object
-                )),
-                _ => LogError::StorageUnavailable(format!("reading {}: {error}", entry.object)),
+            .map_err(|error| {
+                tracing::warn!(object = %entry.object, %error, "reading a chunk failed");
+                if let Some(store_error) = error.store_error() {
+                    LogError::from_store("reading stored records", store_error, true)
+                } else {
+                    LogError::StorageUnavailable(
+                        "reading stored records failed (the agent's log has the details)"
+                            .to_owned(),
+                    )
+                }
             })
     }
 }

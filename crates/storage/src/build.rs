@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
+
+use crate::durable_local::DurableLocalStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -116,7 +118,7 @@ pub fn build_backend(config: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>,
             std::fs::create_dir_all(root).map_err(|error| local(error.into()))?;
             let store =
                 LocalFileSystem::new_with_prefix(root).map_err(|error| local(error.into()))?;
-            Ok(Arc::new(store))
+            Ok(Arc::new(DurableLocalStore::new(store)))
         }
         Backend::Memory => Ok(Arc::new(InMemory::new())),
     }

@@ -27,6 +27,7 @@ mod build;
 mod cache;
 mod classify;
 mod config;
+mod durable_local;
 mod faults;
 mod instrumented;
 mod metrics;
@@ -49,6 +50,7 @@ pub use config::{
     Backend, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, ObjectStoreConfig,
     RetryConfig, S3Config, Secret,
 };
+pub use durable_local::DurableLocalStore;
 pub use faults::{Fault, FaultInjector, FaultyObjectStore, InjectedFault, Ops};
 pub use instrumented::InstrumentedObjectStore;
 pub use metrics::{StorageMetrics, StorageSnapshot};

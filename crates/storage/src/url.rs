@@ -154,13 +154,19 @@ impl FromStr for ObjectStoreConfig {
     }
 }
 
-/// The URL as shown in errors: the query may carry credentials, so it is cut off.
+/// The URL as shown in errors: the query may carry credentials, so it is cut off, and a
+/// user-info part (`user:password@`) is replaced by `***@`.
 fn without_query(input: &str) -> String {
-    input
-        .split(['?', '#'])
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    let cut = input.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = cut.split_once("://") else {
+        return cut.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}{path}", &authority[at + 1..]),
+        None => cut.to_owned(),
+    }
 }
 
 fn parse_s3_location(url: &Url, shown: &str) -> Result<S3Config, ConfigError> {
@@ -396,6 +402,20 @@ mod tests {
             Backend::S3(s3) => s3,
             other => panic!("expected s3, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn user_info_is_never_echoed() {
+        for input in [
+            "s3://AKIAKEY:topsecret@bucket/prefix",
+            "s3://bucket/prefix?secret_access_key=topsecret&bogus=1",
+            "ftp://user:topsecret@host/x",
+        ] {
+            let error = ObjectStoreConfig::from_url(input).unwrap_err().to_string();
+            assert!(!error.contains("topsecret"), "{error}");
+        }
+        assert_eq!(without_query("s3://k:s@bucket/p?x=1"), "s3://***@bucket/p");
+        assert_eq!(without_query("file:///tmp/x"), "file:///tmp/x");
     }
 
     #[test]

@@ -223,9 +223,8 @@ async fn upload(
         .put_opts(&path, PutPayload::from(object.clone()), options)
         .await
         .map_err(|error| {
-            fail(LogError::StorageUnavailable(format!(
-                "uploading segment {path}: {error}"
-            )))
+            tracing::warn!(object = %path, "segment upload failed");
+            fail(LogError::from_store("uploading a segment", &error, false))
         })?;
     deps.metrics.segments_uploaded.inc();
     deps.metrics.segment_bytes.inc_by(size);

@@ -59,6 +59,7 @@ on_both_backends!(
     fetch_bounds_what_it_returns_even_for_compressed_batches,
     group_offset_commits_are_all_or_nothing,
     producer_state_is_written_when_it_changes_and_expires_by_the_agent_clock,
+    a_refusing_object_store_is_a_clear_error_without_paths,
 );
 
 /// Two processes with one agent id: the second is refused with a clear error instead of
@@ -666,6 +667,40 @@ async fn producer_state_is_written_when_it_changes_and_expires_by_the_agent_cloc
     );
 }
 
+/// An object store that refuses (403, a missing bucket) gives a clear, non-retryable error,
+/// not UNAVAILABLE; neither it nor a read failure carries object paths or the store's raw
+/// answer to the client.
+async fn a_refusing_object_store_is_a_clear_error_without_paths(backends: Backends) {
+    let h = Harness::start(backends).await;
+    h.create_topic("denied", 1).await;
+    h.faults.fail_next(
+        shale_storage::StoreOp::Put,
+        1,
+        shale_storage::Fault::PermissionDenied,
+    );
+    let error = h
+        .log()
+        .produce(produce_to("denied", 0, &["v"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LogError::StorageRefused(_)), "{error}");
+    assert!(!error.is_retryable(), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("refused"), "{text}");
+    assert!(
+        !text.contains("segments/") && !text.contains("403"),
+        "{text}"
+    );
+    let acks = h.produce_ok(produce_to("denied", 0, &["after"])).await;
+    assert_eq!(
+        acks[0].base_offset, 0,
+        "nothing was written by the refused produce"
+    );
+}
+
 /// A commit too big for one transaction that fails part-way leaves the group where it was;
 /// bad requests are refused whole before anything is written.
 async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
@@ -914,6 +949,10 @@ async fn object_store_outage_fails_produce_and_loses_nothing(backends: Backends)
         .unwrap_err();
     assert!(matches!(error, LogError::StorageUnavailable(_)), "{error}");
     assert!(error.is_retryable());
+    assert!(
+        !error.to_string().contains("segments/") && !error.to_string().contains("injected"),
+        "no object path or raw store error reaches the client: {error}"
+    );
     h.faults.set_unavailable(false);
     let acks = h.produce_ok(produce_to("outage", 0, &["after"])).await;
     assert_eq!(
