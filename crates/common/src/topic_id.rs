@@ -57,7 +57,13 @@ impl FromStr for TopicId {
         let error = || ParseTopicIdError {
             input: input.to_owned(),
         };
-        if input.len() != 32 || !input.is_ascii() {
+        // Exactly the canonical form: 32 lowercase hex digits (from_str_radix alone would
+        // also take a leading '+' or uppercase, which would not print back the same).
+        if input.len() != 32
+            || !input
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+        {
             return Err(error());
         }
         let mut bytes = [0u8; 16];
@@ -97,7 +103,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["", "zz", &"g".repeat(32), &"a".repeat(31), &"é".repeat(16)] {
+        // Found by the object_names fuzz target: a '+' inside a digit pair, and uppercase,
+        // parsed but did not print back the same.
+        for bad in [
+            "",
+            "zz",
+            &"g".repeat(32),
+            &"a".repeat(31),
+            &"é".repeat(16),
+            "+123456789abcdef0123456789abcdef",
+            "0123456789ABCDEF0123456789abcdef",
+        ] {
             assert!(bad.parse::<TopicId>().is_err(), "{bad:?}");
         }
     }

@@ -509,6 +509,16 @@ fn apply_put(keys: &Keys, state: &mut ViewState, kv: &KeyValue) -> Option<Partit
     match keys.parse(&kv.key)? {
         ParsedKey::Topic { name } => {
             let topic: TopicRecord = decode(kv)?;
+            if let Err(reason) = topic.check().and_then(|()| {
+                if topic.name == name {
+                    Ok(())
+                } else {
+                    Err(format!("names {:?} under the key of {name:?}", topic.name))
+                }
+            }) {
+                warn!(key = %String::from_utf8_lossy(&kv.key), %reason, "skipping an invalid topic record");
+                return None;
+            }
             if state
                 .topics
                 .get(&name)
@@ -578,6 +588,19 @@ fn apply_put(keys: &Keys, state: &mut ViewState, kv: &KeyValue) -> Option<Partit
             base_offset,
         } => {
             let entry: IndexEntry = decode(kv)?;
+            if let Err(reason) = entry.check().and_then(|()| {
+                if entry.base_offset == base_offset {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "starts at {} under the key of {base_offset}",
+                        entry.base_offset
+                    ))
+                }
+            }) {
+                warn!(key = %String::from_utf8_lossy(&kv.key), %reason, "skipping an invalid index entry");
+                return None;
+            }
             state
                 .partitions
                 .entry((topic_id, partition))
@@ -776,5 +799,61 @@ mod tests {
             [0]
         );
         assert!(!merged.partitions.contains_key(&(gone, 0)));
+    }
+
+    /// Records that decode but make no sense never reach the engine: a topic with no
+    /// partitions would divide by zero in produce, an entry whose byte range overflows would
+    /// panic in a read.
+    #[test]
+    fn records_that_make_no_sense_are_skipped() {
+        let keys = Keys::new("/t");
+        let view = ClusterView::new(keys.clone());
+        let put = |key: Vec<u8>, value: Vec<u8>, revision| WatchEvent {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key,
+                value,
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            },
+        };
+        let id = TopicId([9; 16]);
+        let empty = TopicRecord {
+            id,
+            name: "empty".to_owned(),
+            partitions: 0,
+            config: shale_meta::TopicConfig::default(),
+            created_at_ms: 0,
+        };
+        let misnamed = TopicRecord {
+            name: "other".to_owned(),
+            partitions: 1,
+            ..empty.clone()
+        };
+        let mut overflowing = entry(0, 4);
+        overflowing.offset = u64::MAX;
+        view.apply_events(&[
+            put(keys.topic("empty"), serde_json::to_vec(&empty).unwrap(), 2),
+            put(
+                keys.topic("misnamed"),
+                serde_json::to_vec(&misnamed).unwrap(),
+                3,
+            ),
+            put(
+                keys.index_entry(id, 0, 0),
+                serde_json::to_vec(&overflowing).unwrap(),
+                4,
+            ),
+            put(
+                keys.index_entry(id, 0, 7),
+                serde_json::to_vec(&entry(5, 9)).unwrap(),
+                5,
+            ),
+        ]);
+        assert!(view.topic("empty").is_none());
+        assert!(view.topic("misnamed").is_none());
+        assert!(view.with_partition((id, 0), |p| p.entries.is_empty()));
     }
 }

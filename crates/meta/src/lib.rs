@@ -19,6 +19,8 @@ mod error;
 mod escape;
 mod etcd;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 mod limits;
 mod metrics;

@@ -29,6 +29,8 @@ mod classify;
 mod config;
 mod durable_local;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod instrumented;
 mod metrics;
 mod object_id;

@@ -15,7 +15,7 @@
 //!   store is opened (deleting its keys), just as etcd would once their TTL ran out.
 //! - The same [`MetaLimits`] as etcd are enforced, so what works here works against etcd.
 
-mod codec;
+pub(crate) mod codec;
 mod lock;
 mod reaper;
 mod tables;

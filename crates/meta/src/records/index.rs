@@ -32,3 +32,27 @@ pub struct IndexEntry {
     /// When the entry was committed, ms since the Unix epoch.
     pub created_at_ms: i64,
 }
+
+impl IndexEntry {
+    /// The checks a stored entry must pass before a read uses it: offsets in order and not
+    /// negative, at least one record, and a byte range inside the object, so arithmetic on it
+    /// cannot overflow.
+    pub fn check(&self) -> Result<(), String> {
+        if self.base_offset < 0 || self.last_offset < self.base_offset {
+            return Err(format!(
+                "offsets {}..={} are not a range",
+                self.base_offset, self.last_offset
+            ));
+        }
+        if self.record_count < 1 {
+            return Err(format!("{} records", self.record_count));
+        }
+        match self.offset.checked_add(self.length) {
+            Some(end) if end <= self.object_size && self.length > 0 => Ok(()),
+            _ => Err(format!(
+                "bytes {}+{} do not fit an object of {} bytes",
+                self.offset, self.length, self.object_size
+            )),
+        }
+    }
+}

@@ -50,3 +50,29 @@ impl Default for TopicConfig {
         }
     }
 }
+
+impl TopicRecord {
+    /// The checks a stored topic must pass before anything uses it: a record that decodes
+    /// but makes no sense (no partitions, a name that is not a topic name) is skipped with
+    /// a warning rather than reaching code that divides by the partition count.
+    pub fn check(&self) -> Result<(), String> {
+        if self.partitions == 0 {
+            return Err(format!("topic {:?} has no partitions", self.name));
+        }
+        if self.name.is_empty()
+            || self.name.len() > 249
+            || self.name == "."
+            || self.name == ".."
+            || !self
+                .name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+        {
+            return Err(format!("{:?} is not a valid topic name", self.name));
+        }
+        if self.config.max_message_bytes == 0 {
+            return Err(format!("topic {:?} accepts no batch at all", self.name));
+        }
+        Ok(())
+    }
+}

@@ -15,7 +15,7 @@
 //! caller expects and the body must be exactly the bytes asked for; otherwise the read fails.
 //! A short or corrupt read is an error, never shorter data.
 
-mod block;
+pub(crate) mod block;
 mod config;
 
 use std::collections::HashMap;

@@ -1,0 +1,8 @@
+//! The block cache's disk entries (keys and checksummed blocks), read back from local disk.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    shale_storage::fuzzing::cache_codec(data);
+});
