@@ -6,6 +6,8 @@ mod config;
 mod convert;
 mod dev;
 mod http;
+mod metrics;
+mod process;
 mod server;
 mod services;
 pub mod status;

@@ -62,6 +62,9 @@ impl RunningAgent {
         let storage_metrics = StorageMetrics::new(&mut registry);
         let meta_metrics = MetaMetrics::new(&mut registry);
         let log_metrics = LogMetrics::new(&mut registry);
+        let grpc_metrics = crate::metrics::GrpcMetrics::new(&mut registry);
+        let data_metrics = crate::metrics::DataMetrics::new(&mut registry);
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
 
         let meta = open_metadata(&config, Arc::clone(&clock), meta_metrics).await?;
         let store_config: ObjectStoreConfig = config
@@ -133,7 +136,11 @@ impl RunningAgent {
         let grpc = tokio::spawn(serve_grpc(
             grpc_server,
             grpc_listener,
-            log.clone(),
+            GrpcServices {
+                log: log.clone(),
+                grpc_metrics,
+                data_metrics,
+            },
             shutdown.clone(),
         ));
         let http = tokio::spawn(serve_http(
@@ -261,22 +268,39 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-async fn serve_grpc(
-    mut server: tonic::transport::Server,
-    listener: TcpListener,
+/// What the gRPC services need.
+struct GrpcServices {
     log: Log,
+    grpc_metrics: Arc<crate::metrics::GrpcMetrics>,
+    data_metrics: crate::metrics::DataMetrics,
+}
+
+async fn serve_grpc(
+    server: tonic::transport::Server,
+    listener: TcpListener,
+    services: GrpcServices,
     shutdown: CancellationToken,
 ) {
+    let GrpcServices {
+        log,
+        grpc_metrics,
+        data_metrics,
+    } = services;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the descriptor set is generated at build time");
+    // Outermost, so every call is counted, unknown methods included.
     let result = server
+        .layer(crate::metrics::GrpcMetricsLayer::new(grpc_metrics))
         .add_service(reflection)
         .add_service(
-            v1::log_service_server::LogServiceServer::new(LogService::new(log.clone()))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            v1::log_service_server::LogServiceServer::new(LogService::new(
+                log.clone(),
+                data_metrics,
+            ))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
         .add_service(v1::admin_service_server::AdminServiceServer::new(
             AdminService::new(log.clone()),
