@@ -79,10 +79,66 @@ pub struct AgentConfig {
     pub etcd_password: Option<Secret>,
 }
 
-/// A value that must never be printed: its `Debug` says only whether it is set.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A value that must never be printed: its `Debug` hides it, and a value of the wrong type
+/// is refused without being echoed in the error.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+impl SecretVisitor {
+    // serde's own type errors quote the value they found, which would print the secret.
+    fn not_text<E: serde::de::Error>() -> E {
+        E::custom("must be a quoted string (the value is not shown)")
+    }
+}
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+        Ok(Secret(value.to_owned()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -449,6 +505,26 @@ mod tests {
             let shown = format!("{config:?}");
             assert!(!shown.contains("007"), "{shown}");
             assert!(shown.contains("<redacted>"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_password_of_the_wrong_type_is_not_echoed() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "shale.toml",
+                "object_store = \"memory://\"\netcd_user = \"u\"\netcd_password = 9876543",
+            )?;
+            let error = AgentConfig::load(
+                Some(std::path::Path::new("shale.toml")),
+                &AgentFlags::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("etcd_password"), "{error}");
+            assert!(error.contains("must be a quoted string"), "{error}");
+            assert!(!error.contains("9876543"), "the password leaked: {error}");
             Ok(())
         });
     }
