@@ -162,6 +162,30 @@ async fn password_auth_works_with_the_right_password_only() {
     assert!(error.to_string().contains("user"), "{error}");
 }
 
+/// etcd forgets an auth token that goes unused for `--auth-token-ttl`; an agent whose only
+/// traffic was its watch and keep-alive streams would then fail its next commit.
+#[tokio::test]
+async fn an_expired_auth_token_is_renewed() {
+    let etcd = tokio::task::spawn_blocking(|| Etcd::start_with_args(&["--auth-token-ttl", "1"]))
+        .await
+        .expect("join")
+        .expect("start etcd");
+    etcd.enable_auth("pw").expect("enable etcd auth");
+    let credentials = EtcdCredentials {
+        user: "root".to_owned(),
+        password: "pw".to_owned(),
+    };
+    let store = connect(&etcd, options(None, Some(credentials)))
+        .await
+        .expect("connect with the password");
+    round_trip(&store).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store
+        .put(b"/tls/after", b"idle")
+        .await
+        .expect("a request after the token expired");
+}
+
 #[test]
 fn debug_never_shows_the_password_or_key() {
     let options = EtcdOptions {

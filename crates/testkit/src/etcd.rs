@@ -35,20 +35,25 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd and waits until it reports healthy.
     pub fn start() -> Result<Self, TestkitError> {
-        Self::start_with(None)
+        Self::start_with(None, &[])
+    }
+
+    /// Starts etcd with extra command-line flags, e.g. `["--auth-token-ttl", "1"]`.
+    pub fn start_with_args(args: &[&str]) -> Result<Self, TestkitError> {
+        Self::start_with(None, args)
     }
 
     /// Starts etcd whose client listener speaks TLS only (`https://` client URLs). Health is
     /// checked on a separate plain-HTTP metrics listener.
     pub fn start_tls(tls: &EtcdTlsFiles) -> Result<Self, TestkitError> {
-        Self::start_with(Some(tls))
+        Self::start_with(Some(tls), &[])
     }
 
-    fn start_with(tls: Option<&EtcdTlsFiles>) -> Result<Self, TestkitError> {
+    fn start_with(tls: Option<&EtcdTlsFiles>, args: &[&str]) -> Result<Self, TestkitError> {
         let binary = find_binary("etcd", "SHALE_TEST_ETCD", INSTALL)?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&binary, tls) {
+            match Self::start_once(&binary, tls, args) {
                 Ok(etcd) => return Ok(etcd),
                 // A lost race for a free port shows up as an early exit; try fresh ports.
                 Err(error @ TestkitError::ExitedEarly { .. }) => last_error = Some(error),
@@ -61,6 +66,7 @@ impl Etcd {
     fn start_once(
         binary: &std::path::Path,
         tls: Option<&EtcdTlsFiles>,
+        args: &[&str],
     ) -> Result<Self, TestkitError> {
         let data = tempdir_prefer_tmpfs("shale-etcd-")?;
         let client_port = free_port()?;
@@ -80,7 +86,8 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("shale-test={peer_url}")])
             .args(["--initial-cluster-state", "new"])
-            .args(["--log-level", "warn", "--logger", "zap"]);
+            .args(["--log-level", "warn", "--logger", "zap"])
+            .args(args);
         // A TLS listener cannot answer the plain health probe; the metrics listener can.
         let health_port = match tls {
             None => client_port,
