@@ -176,10 +176,9 @@ async fn mutual_tls_accepts_a_client_certificate_and_refuses_none() {
     );
     assert_eq!(error.code(), Code::Unauthenticated);
     assert!(!error.is_retryable() && error.has_no_side_effects());
-    // A certificate of another CA is refused too. Under TLS 1.3 the refusal comes after the
-    // client's half of the handshake, so it surfaces as a failed call, not a failed connect.
+    // A certificate of another CA is refused at connect too, with the agent's reason.
     let foreign = TestPki::new().expect("mint other certificates");
-    match Client::connect_with(
+    let error = Client::connect_with(
         &addr,
         client_tls(
             Some(&pki.ca_file),
@@ -187,15 +186,18 @@ async fn mutual_tls_accepts_a_client_certificate_and_refuses_none() {
         ),
     )
     .await
-    {
-        Err(_refused) => {}
-        Ok(client) => {
-            client
-                .list_topics()
-                .await
-                .expect_err("a certificate of another CA is refused");
-        }
-    }
+    .expect_err("a certificate of another CA is refused");
+    assert!(
+        matches!(error, ClientError::TlsHandshake { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "tls handshake with shale agent at {addr} failed: the agent refused this client certificate (received fatal alert: "
+        )) && message.ends_with("); it must be signed by a CA the agent trusts"),
+        "{message}"
+    );
     agent.shutdown().await;
 }
 

@@ -284,8 +284,11 @@ fn tls_failure_in_chain(error: &(dyn std::error::Error + 'static)) -> Option<Str
         if let Some(tls_error) = error.downcast_ref::<rustls::Error>() {
             return Some(describe_tls_error(tls_error));
         }
+        if let Some(required) = error.downcast_ref::<crate::tls::ClientCertificateRequired>() {
+            return Some(required.to_string());
+        }
         error
-            .downcast_ref::<crate::tls::ClientCertificateRequired>()
+            .downcast_ref::<crate::tls::ClientCertificateRefused>()
             .map(ToString::to_string)
     };
     let mut current = Some(error);

@@ -1,10 +1,11 @@
 //! TLS towards the agent: which roots to trust and which certificate to present.
 //!
 //! The handshake runs in our own connector rather than tonic's, for one reason: with TLS 1.3
-//! a client learns that the server refused its (missing) certificate only after the
-//! handshake, and the first call then fails with a bare "broken pipe". Here the connector sees
-//! the server ask for a certificate during the handshake and, having none, fails the connect
-//! with a message that says so.
+//! a client learns that the server refused its certificate (or its lack of one) only after
+//! its half of the handshake, and the first call then fails with a bare "broken pipe". Here
+//! the connector sees the server ask for a certificate during the handshake and, having none,
+//! fails the connect with a message that says so; having one, it waits for the server's first
+//! bytes (an HTTP/2 server speaks first), which are either data or the alert that refuses it.
 
 use std::fmt;
 use std::future::Future;
@@ -21,7 +22,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, ProtocolVersion, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::Uri;
@@ -153,7 +155,7 @@ pub(crate) struct TlsConnector {
 pub(crate) struct ClientCertificateRequired;
 
 impl TlsConnector {
-    async fn connect(self, uri: Uri) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
+    async fn connect(self, uri: Uri) -> io::Result<TokioIo<Primed<TlsStream<TcpStream>>>> {
         let host = uri
             .host()
             .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
@@ -172,7 +174,7 @@ impl TlsConnector {
             .with_root_certificates(Arc::clone(&self.roots))
             .with_client_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesClientCert>);
         config.alpn_protocols = vec![b"h2".to_vec()];
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(self.server_name, tcp)
             .await?;
         if resolver.asked.load(Ordering::SeqCst) && resolver.key.is_none() {
@@ -181,12 +183,106 @@ impl TlsConnector {
                 ClientCertificateRequired,
             ));
         }
-        Ok(TokioIo::new(tls))
+        let mut first = Vec::new();
+        let presented = resolver.asked.load(Ordering::SeqCst) && resolver.key.is_some();
+        if presented && tls.get_ref().1.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
+            first.resize(FIRST_READ_BYTES, 0);
+            match tokio::time::timeout(FIRST_BYTES_WAIT, tls.read(&mut first)).await {
+                // The refusal's alert comes back as the read's error.
+                Ok(Err(error)) => return Err(refused(error.to_string())),
+                Ok(Ok(0)) => return Err(refused("the connection was closed".to_owned())),
+                Ok(Ok(read)) => first.truncate(read),
+                // A server that waits for the client: nothing was refused.
+                Err(_) => first.clear(),
+            }
+        }
+        Ok(TokioIo::new(Primed {
+            first,
+            offset: 0,
+            inner: tls,
+        }))
+    }
+}
+
+/// How long the connector waits for the server's first bytes after presenting a certificate.
+const FIRST_BYTES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Room for the first read: an HTTP/2 SETTINGS frame, or whatever else arrives first.
+const FIRST_READ_BYTES: usize = 16 * 1024;
+
+/// The server refused the client certificate right after the handshake that presented it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the agent refused this client certificate ({0}); it must be signed by a CA the agent trusts"
+)]
+pub(crate) struct ClientCertificateRefused(String);
+
+fn refused(detail: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        ClientCertificateRefused(detail),
+    )
+}
+
+pin_project_lite::pin_project! {
+    /// A stream whose first bytes were already read; they are handed out before the rest.
+    pub(crate) struct Primed<T> {
+        first: Vec<u8>,
+        offset: usize,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Primed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if *this.offset < this.first.len() {
+            let rest = &this.first[*this.offset..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            *this.offset += n;
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Primed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 
 impl tower_service::Service<Uri> for TlsConnector {
-    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Response = TokioIo<Primed<TlsStream<TcpStream>>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
