@@ -162,6 +162,64 @@ async fn password_auth_works_with_the_right_password_only() {
     assert!(error.to_string().contains("user"), "{error}");
 }
 
+/// A user allowed only its own prefix (what an operator should give Shale) connects, although
+/// it may not read the connect probe's key, and works inside its prefix only.
+#[tokio::test]
+async fn a_user_limited_to_its_prefix_connects_and_works_there() {
+    let etcd = tokio::task::spawn_blocking(shale_testkit::etcd)
+        .await
+        .expect("start etcd");
+    for args in [
+        &["role", "add", "shale-rw"][..],
+        &[
+            "role",
+            "grant-permission",
+            "shale-rw",
+            "--prefix=true",
+            "readwrite",
+            "/shale/",
+        ],
+        &["user", "add", "shale:limited-pw"],
+        &["user", "grant-role", "shale", "shale-rw"],
+    ] {
+        etcd.etcdctl(args).expect("set up the limited user");
+    }
+    etcd.enable_auth("root-pw").expect("enable etcd auth");
+    let store = connect(
+        &etcd,
+        options(
+            None,
+            Some(EtcdCredentials {
+                user: "shale".to_owned(),
+                password: "limited-pw".to_owned(),
+            }),
+        ),
+    )
+    .await
+    .expect("a limited user connects");
+    store
+        .put(b"/shale/k", b"v")
+        .await
+        .expect("put in its prefix");
+    let got = store.get(b"/shale/k").await.expect("get").expect("present");
+    assert_eq!(got.value, b"v");
+    let lease = store
+        .lease_grant(Duration::from_secs(5))
+        .await
+        .expect("lease");
+    store
+        .lease_revoke(lease.id)
+        .await
+        .expect("revoke a lease without keys");
+    let outside = store.put(b"/other/k", b"v").await;
+    assert!(
+        outside
+            .as_ref()
+            .is_err_and(|error| error.to_string().contains("permission denied")),
+        "{outside:?}"
+    );
+}
+
 /// etcd forgets an auth token that goes unused for `--auth-token-ttl`; an agent whose only
 /// traffic was its watch and keep-alive streams would then fail its next commit.
 #[tokio::test]

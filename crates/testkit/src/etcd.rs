@@ -132,27 +132,33 @@ impl Etcd {
     /// Turns on etcd's password authentication with `etcdctl`: adds the `root` user with
     /// `root_password` (root may do everything) and enables auth. Only for a plain-HTTP etcd.
     pub fn enable_auth(&self, root_password: &str) -> Result<(), TestkitError> {
-        let etcdctl = find_binary("etcdctl", "SHALE_TEST_ETCDCTL", INSTALL)?;
-        let endpoint = self.endpoint();
-        let user = format!("root:{root_password}");
-        for args in [vec!["user", "add", user.as_str()], vec!["auth", "enable"]] {
-            let output = Command::new(&etcdctl)
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &endpoint])
-                .args(&args)
-                .output()?;
-            if !output.status.success() {
-                return Err(TestkitError::Etcdctl {
-                    command: args.join(" "),
-                    output: format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&output.stdout),
-                        String::from_utf8_lossy(&output.stderr)
-                    ),
-                });
-            }
-        }
+        self.etcdctl(&["user", "add", &format!("root:{root_password}")])?;
+        self.etcdctl(&["auth", "enable"])?;
         Ok(())
+    }
+
+    /// Runs `etcdctl ARGS` against this etcd (plain HTTP, before auth is enabled) and returns
+    /// its output.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, TestkitError> {
+        let etcdctl = find_binary("etcdctl", "SHALE_TEST_ETCDCTL", INSTALL)?;
+        let output = Command::new(&etcdctl)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint()])
+            .args(args)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(TestkitError::Etcdctl {
+                command: args.join(" "),
+                output: text,
+            })
+        }
     }
 
     /// `host:port` of the client listener.

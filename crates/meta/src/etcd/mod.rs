@@ -163,10 +163,18 @@ impl EtcdStore {
             } else {
                 options.key_prefix.clone()
             };
-            client
+            match client
                 .get(probe_key, Some(ec::GetOptions::new().with_count_only()))
                 .await
-                .map_err(|error| connect_error(error, &options))?;
+            {
+                Ok(_) => {}
+                // A user granted only its cluster's prefix may not read the probe key; the
+                // refusal still proves that etcd answers and accepted the credentials.
+                Err(ec::Error::GRpcStatus(status))
+                    if options.credentials.is_some()
+                        && status.message().contains("permission denied") => {}
+                Err(error) => return Err(connect_error(error, &options)),
+            }
             Ok::<_, MetaError>(client)
         };
         let client = tokio::time::timeout(options.connect_timeout, connect)
