@@ -59,6 +59,102 @@ pub struct AgentConfig {
     pub http_addr: SocketAddr,
     /// Check at start-up that the object store honours create-only (conditional) PUTs.
     pub check_conditional_writes: bool,
+    /// PEM certificate chain of the gRPC listener; with `tls_key_file`, the listener speaks
+    /// TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates; when set, gRPC clients must present a certificate signed by one.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// PEM CA certificates that sign etcd's server certificate; setting it turns on TLS to
+    /// etcd.
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd (mutual TLS); needs `etcd_key_file` and `etcd_ca_file`.
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of `etcd_cert_file`.
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd user name, for etcd's password authentication.
+    pub etcd_user: Option<String>,
+    /// Password of `etcd_user`.
+    pub etcd_password: Option<Secret>,
+}
+
+/// A value that must never be printed: its `Debug` hides it, and a value of the wrong type
+/// is refused without being echoed in the error.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+impl SecretVisitor {
+    // serde's own type errors quote the value they found, which would print the secret.
+    fn not_text<E: serde::de::Error>() -> E {
+        E::custom("must be a quoted string (the value is not shown)")
+    }
+}
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+        Ok(Secret(value.to_owned()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(Self::not_text())
+    }
+}
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
 }
 
 impl Default for AgentConfig {
@@ -82,6 +178,14 @@ impl Default for AgentConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
             check_conditional_writes: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_user: None,
+            etcd_password: None,
         }
     }
 }
@@ -106,6 +210,14 @@ pub const CONFIG_KEYS: &[&str] = &[
     "grpc_addr",
     "http_addr",
     "check_conditional_writes",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
+    "etcd_ca_file",
+    "etcd_cert_file",
+    "etcd_key_file",
+    "etcd_user",
+    "etcd_password",
 ];
 
 /// Command-line overrides; only the flags given are applied.
@@ -148,6 +260,38 @@ pub struct AgentFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the gRPC listener, which then serves TLS only (env
+    /// SHALE_TLS_CERT_FILE).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (env SHALE_TLS_KEY_FILE).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates; clients must then present a certificate signed by one (env
+    /// SHALE_TLS_CLIENT_CA_FILE).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// PEM CA certificates of etcd's server certificate; turns on TLS to etcd (env
+    /// SHALE_ETCD_CA_FILE).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd (env SHALE_ETCD_CERT_FILE).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of --etcd-cert-file (env SHALE_ETCD_KEY_FILE).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd user for password authentication; the password comes from SHALE_ETCD_PASSWORD
+    /// or the config file (env SHALE_ETCD_USER).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_user: Option<String>,
 }
 
 impl AgentConfig {
@@ -171,13 +315,24 @@ impl AgentConfig {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
+        // figment parses variable values (`12345` becomes a number, `007` would become 7), but
+        // a password is text exactly as written, so it skips that parsing.
+        let password = env
+            .iter()
+            .find(|(key, _)| key.as_str().eq_ignore_ascii_case("etcd_password"))
+            .map(|(_, value)| value);
         // Env keys keep their case (`FLUSH_INTERVAL`); config keys are lowercase.
         let env = env.filter(|key| {
-            CONFIG_KEYS
-                .iter()
-                .any(|known| key.as_str().eq_ignore_ascii_case(known))
+            !key.as_str().eq_ignore_ascii_case("etcd_password")
+                && CONFIG_KEYS
+                    .iter()
+                    .any(|known| key.as_str().eq_ignore_ascii_case(known))
         });
-        figment = figment.merge(env).merge(Serialized::defaults(flags));
+        figment = figment.merge(env);
+        if let Some(password) = password {
+            figment = figment.merge(Serialized::default("etcd_password", password));
+        }
+        figment = figment.merge(Serialized::defaults(flags));
         let config: Self = figment
             .extract()
             .map_err(|error| AgentError::Config(error.to_string().to_lowercase()))?;
@@ -192,6 +347,7 @@ impl AgentConfig {
                 "no object store configured: set --object-store (or SHALE_OBJECT_STORE) to s3://bucket/prefix, file:///path or memory://".to_owned(),
             ));
         }
+        self.validate_tls()?;
         if self.cache_block_size.as_u64() < 4096 {
             return Err(AgentError::Config(format!(
                 "cache block size {} must be at least 4 KiB",
@@ -201,6 +357,73 @@ impl AgentConfig {
         self.engine_config()
             .validate()
             .map_err(|error| AgentError::Config(error.to_string()))
+    }
+
+    /// Settings that only make sense together.
+    fn validate_tls(&self) -> Result<(), AgentError> {
+        let config = |message: String| Err(AgentError::Config(message));
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return config(
+                    "tls_cert_file is set but tls_key_file is not; set both or neither".to_owned(),
+                );
+            }
+            (None, Some(_)) => {
+                return config(
+                    "tls_key_file is set but tls_cert_file is not; set both or neither".to_owned(),
+                );
+            }
+            (None, None) if self.tls_client_ca_file.is_some() => {
+                return config(
+                    "tls_client_ca_file needs tls_cert_file and tls_key_file: client certificates are checked only on a TLS listener".to_owned(),
+                );
+            }
+            _ => {}
+        }
+        match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(_), None) => {
+                return config(
+                    "etcd_cert_file is set but etcd_key_file is not; set both or neither"
+                        .to_owned(),
+                );
+            }
+            (None, Some(_)) => {
+                return config(
+                    "etcd_key_file is set but etcd_cert_file is not; set both or neither"
+                        .to_owned(),
+                );
+            }
+            (Some(_), Some(_)) if self.etcd_ca_file.is_none() => {
+                return config(
+                    "etcd_cert_file needs etcd_ca_file: TLS to etcd is on only when etcd_ca_file names the CA of etcd's certificate".to_owned(),
+                );
+            }
+            _ => {}
+        }
+        match (&self.etcd_user, &self.etcd_password) {
+            (Some(_), None) => {
+                return config(
+                    "etcd_user is set but etcd_password is not; set SHALE_ETCD_PASSWORD or etcd_password in the config file".to_owned(),
+                );
+            }
+            (None, Some(_)) => {
+                return config("etcd_password is set but etcd_user is not".to_owned());
+            }
+            _ => {}
+        }
+        let etcd_settings = self.etcd_ca_file.is_some() || self.etcd_user.is_some();
+        if etcd_settings && !self.metadata.starts_with("etcd://") {
+            return config(format!(
+                "etcd_ca_file, etcd_cert_file, etcd_key_file, etcd_user and etcd_password apply only to an etcd:// metadata store, not {:?}",
+                self.metadata
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the gRPC listener serves TLS.
+    pub fn grpc_tls(&self) -> bool {
+        self.tls_cert_file.is_some()
     }
 
     /// The engine's part of the configuration.
@@ -266,6 +489,96 @@ mod tests {
             assert_eq!(config.grpc_addr, SocketAddr::from(([127, 0, 0, 1], 7070)));
             Ok(())
         });
+    }
+
+    #[test]
+    fn etcd_password_comes_from_the_environment_and_never_shows() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SHALE_OBJECT_STORE", "memory://");
+            jail.set_env("SHALE_ETCD_USER", "shale");
+            jail.set_env("SHALE_ETCD_PASSWORD", "007");
+            jail.set_env("SHALE_TLS_CERT_FILE", "/etc/shale/server.pem");
+            jail.set_env("SHALE_TLS_KEY_FILE", "/etc/shale/server-key.pem");
+            let config = AgentConfig::load(None, &AgentFlags::default()).unwrap();
+            assert_eq!(config.etcd_user.as_deref(), Some("shale"));
+            assert_eq!(config.etcd_password, Some(Secret::new("007")));
+            assert!(config.grpc_tls());
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("007"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_password_of_the_wrong_type_is_not_echoed() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "shale.toml",
+                "object_store = \"memory://\"\netcd_user = \"u\"\netcd_password = 9876543",
+            )?;
+            let error = AgentConfig::load(
+                Some(std::path::Path::new("shale.toml")),
+                &AgentFlags::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("etcd_password"), "{error}");
+            assert!(error.contains("must be a quoted string"), "{error}");
+            assert!(!error.contains("9876543"), "the password leaked: {error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused() {
+        let base = AgentConfig {
+            object_store: "memory://".to_owned(),
+            ..AgentConfig::default()
+        };
+        let cases = [
+            (
+                AgentConfig {
+                    etcd_cert_file: Some("c.pem".into()),
+                    etcd_key_file: Some("k.pem".into()),
+                    ..base.clone()
+                },
+                "etcd_cert_file needs etcd_ca_file",
+            ),
+            (
+                AgentConfig {
+                    etcd_key_file: Some("k.pem".into()),
+                    ..base.clone()
+                },
+                "etcd_key_file is set but etcd_cert_file is not",
+            ),
+            (
+                AgentConfig {
+                    etcd_user: Some("u".into()),
+                    ..base.clone()
+                },
+                "etcd_user is set but etcd_password is not",
+            ),
+            (
+                AgentConfig {
+                    etcd_password: Some(Secret::new("p")),
+                    ..base.clone()
+                },
+                "etcd_password is set but etcd_user is not",
+            ),
+            (
+                AgentConfig {
+                    metadata: "file:///tmp/meta".into(),
+                    etcd_ca_file: Some("ca.pem".into()),
+                    ..base.clone()
+                },
+                "apply only to an etcd:// metadata store",
+            ),
+        ];
+        for (config, expected) in cases {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
     }
 
     #[test]

@@ -6,11 +6,14 @@ mod config;
 mod convert;
 mod dev;
 mod http;
+mod metrics;
+mod process;
 mod server;
 mod services;
 pub mod status;
+mod tls;
 
-pub use config::{AgentConfig, AgentFlags, CONFIG_KEYS};
+pub use config::{AgentConfig, AgentFlags, CONFIG_KEYS, Secret};
 pub use dev::{DevArgs, dev_config};
 pub use server::{MAX_GRPC_MESSAGE_BYTES, RunningAgent};
 

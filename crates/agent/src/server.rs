@@ -10,7 +10,8 @@ use prometheus_client::registry::Registry;
 use shale_common::{SystemClock, system_rng};
 use shale_log::{AgentAddresses, Log, LogDeps, LogMetrics};
 use shale_meta::{
-    EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, Keys, MetaMetrics, MetaStore,
+    EmbeddedOptions, EmbeddedStore, EtcdCredentials, EtcdOptions, EtcdStore, Keys, MetaMetrics,
+    MetaStore,
 };
 use shale_proto::v1;
 use shale_storage::{BlockCache, CacheConfig, ObjectStoreConfig, StorageMetrics, StoreAdmin};
@@ -32,6 +33,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct RunningAgent {
     grpc_addr: SocketAddr,
+    grpc_tls: bool,
     http_addr: SocketAddr,
     log: Log,
     shutdown: CancellationToken,
@@ -42,12 +44,27 @@ impl RunningAgent {
     /// Builds everything from `config` and starts serving.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         config.validate()?;
+        // Before anything connects: a TLS setting that cannot be used stops the start.
+        let grpc_server = match crate::tls::server_config(&config)? {
+            Some(tls) => tonic::transport::Server::builder()
+                .tls_config(tls)
+                .map_err(|error| {
+                    AgentError::Config(format!(
+                        "tls_cert_file, tls_key_file or tls_client_ca_file cannot be used: {}",
+                        root_cause(&error)
+                    ))
+                })?,
+            None => tonic::transport::Server::builder(),
+        };
         let clock = SystemClock::shared();
         let rng = system_rng();
         let mut registry = Registry::default();
         let storage_metrics = StorageMetrics::new(&mut registry);
         let meta_metrics = MetaMetrics::new(&mut registry);
         let log_metrics = LogMetrics::new(&mut registry);
+        let grpc_metrics = crate::metrics::GrpcMetrics::new(&mut registry);
+        let data_metrics = crate::metrics::DataMetrics::new(&mut registry);
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
 
         let meta = open_metadata(&config, Arc::clone(&clock), meta_metrics).await?;
         let store_config: ObjectStoreConfig = config
@@ -116,14 +133,24 @@ impl RunningAgent {
         .map_err(|error| AgentError::Startup(format!("engine: {error}")))?;
 
         let shutdown = CancellationToken::new();
-        let grpc = tokio::spawn(serve_grpc(grpc_listener, log.clone(), shutdown.clone()));
+        let grpc = tokio::spawn(serve_grpc(
+            grpc_server,
+            grpc_listener,
+            GrpcServices {
+                log: log.clone(),
+                grpc_metrics,
+                data_metrics,
+            },
+            shutdown.clone(),
+        ));
         let http = tokio::spawn(serve_http(
             http_listener,
             crate::http::router(Arc::new(registry), log.clone()),
             shutdown.clone(),
         ));
-        info!(%grpc_addr, %http_addr, agent_id = %config.agent_id, "agent serving");
+        info!(%grpc_addr, %http_addr, agent_id = %config.agent_id, grpc_tls = config.grpc_tls(), "agent serving");
         Ok(Self {
+            grpc_tls: config.grpc_tls(),
             grpc_addr,
             http_addr,
             log,
@@ -135,6 +162,12 @@ impl RunningAgent {
     /// Where the gRPC API listens.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The gRPC API's URL: `https://…` when the listener serves TLS, else `http://…`.
+    pub fn grpc_url(&self) -> String {
+        let scheme = if self.grpc_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc_addr)
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
@@ -179,18 +212,31 @@ async fn open_metadata(
 ) -> Result<Arc<dyn MetaStore>, AgentError> {
     let url = config.metadata.as_str();
     if let Some(endpoints) = url.strip_prefix("etcd://") {
+        let tls = crate::tls::etcd_config(config)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoints: Vec<String> = endpoints
             .trim_end_matches('/')
             .split(',')
             .filter(|endpoint| !endpoint.is_empty())
-            .map(|endpoint| format!("http://{endpoint}"))
+            .map(|endpoint| format!("{scheme}://{endpoint}"))
             .collect();
         if endpoints.is_empty() {
             return Err(AgentError::Config(format!(
                 "metadata url {url:?} names no etcd endpoint; use etcd://host:port[,host:port...]"
             )));
         }
-        let store = EtcdStore::connect(&endpoints, EtcdOptions::default(), metrics)
+        let options = EtcdOptions {
+            tls,
+            credentials: match (&config.etcd_user, &config.etcd_password) {
+                (Some(user), Some(password)) => Some(EtcdCredentials {
+                    user: user.clone(),
+                    password: password.expose().to_owned(),
+                }),
+                _ => None,
+            },
+            ..EtcdOptions::default()
+        };
+        let store = EtcdStore::connect(&endpoints, options, metrics)
             .await
             .map_err(|error| AgentError::Startup(format!("cannot reach etcd at {url}: {error}")))?;
         Ok(Arc::new(store))
@@ -213,17 +259,48 @@ async fn open_metadata(
     }
 }
 
-async fn serve_grpc(listener: TcpListener, log: Log, shutdown: CancellationToken) {
+/// The innermost error's message: tonic's outer layers say only "transport error".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// What the gRPC services need.
+struct GrpcServices {
+    log: Log,
+    grpc_metrics: Arc<crate::metrics::GrpcMetrics>,
+    data_metrics: crate::metrics::DataMetrics,
+}
+
+async fn serve_grpc(
+    server: tonic::transport::Server,
+    listener: TcpListener,
+    services: GrpcServices,
+    shutdown: CancellationToken,
+) {
+    let GrpcServices {
+        log,
+        grpc_metrics,
+        data_metrics,
+    } = services;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the descriptor set is generated at build time");
-    let result = tonic::transport::Server::builder()
+    // Outermost, so every call is counted, unknown methods included.
+    let result = server
+        .layer(crate::metrics::GrpcMetricsLayer::new(grpc_metrics))
         .add_service(reflection)
         .add_service(
-            v1::log_service_server::LogServiceServer::new(LogService::new(log.clone()))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            v1::log_service_server::LogServiceServer::new(LogService::new(
+                log.clone(),
+                data_metrics,
+            ))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
         .add_service(v1::admin_service_server::AdminServiceServer::new(
             AdminService::new(log.clone()),

@@ -601,6 +601,135 @@ async fn health_readiness_and_metrics_are_served() {
     f.shutdown().await;
 }
 
+/// The value of one series (`name{labels}` exactly as exported) in a scrape.
+fn series<T: std::str::FromStr>(body: &str, name: &str) -> T {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing or not a number in\n{body}"))
+}
+
+async fn scrape(f: &Fixture) -> String {
+    http_get(f.agent().http_addr().port(), "/metrics").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_data_and_process_metrics_follow_the_calls() {
+    let f = Fixture::start(Backends::Embedded).await;
+    f.create_topic("m", 1, &[]).await;
+    let mut log = f.log();
+    log.produce(produce("m", 0, &["ab", "cde"])).await.unwrap();
+    let fetched = log.fetch(fetch("m", 0, 0)).await.unwrap().into_inner();
+    assert_eq!(fetched.records.len(), 2);
+    expect_status(
+        log.produce(produce("missing", 0, &["x"])).await,
+        Code::NotFound,
+        "does not exist",
+    );
+    // A path no service knows is answered UNIMPLEMENTED and counted under "other".
+    let mut raw = tonic::client::Grpc::new(f.channel.clone());
+    raw.ready().await.unwrap();
+    let unknown: Result<tonic::Response<v1::ListTopicsResponse>, _> = raw
+        .unary(
+            tonic::Request::new(v1::ListTopicsRequest {}),
+            http::uri::PathAndQuery::from_static("/shale.v1.AdminService/NoSuchMethod"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
+    // An open fetch stream is one open stream and one call in flight.
+    let mut stream = log
+        .fetch_stream(v1::FetchStreamRequest {
+            topic: "m".to_owned(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.next().await.unwrap().unwrap();
+
+    let body = scrape(&f).await;
+    let produce_method = "method=\"shale.v1.LogService/Produce\"";
+    let fetch_method = "method=\"shale.v1.LogService/Fetch\"";
+    let stream_method = "method=\"shale.v1.LogService/FetchStream\"";
+    for (name, value) in [
+        (format!("shale_grpc_requests_total{{{produce_method}}}"), 2),
+        (format!("shale_grpc_requests_total{{{fetch_method}}}"), 1),
+        (format!("shale_grpc_requests_total{{{stream_method}}}"), 1),
+        ("shale_grpc_requests_total{method=\"other\"}".to_owned(), 1),
+        (
+            format!("shale_grpc_errors_total{{{produce_method},code=\"NOT_FOUND\"}}"),
+            1,
+        ),
+        (
+            "shale_grpc_errors_total{method=\"other\",code=\"UNIMPLEMENTED\"}".to_owned(),
+            1,
+        ),
+        (
+            format!("shale_grpc_request_duration_seconds_count{{{produce_method}}}"),
+            2,
+        ),
+        (
+            format!("shale_grpc_request_duration_seconds_count{{{fetch_method}}}"),
+            1,
+        ),
+        ("shale_grpc_open_streams".to_owned(), 1),
+        ("shale_grpc_in_flight_requests".to_owned(), 1),
+        ("shale_agent_produced_records_total".to_owned(), 2),
+        ("shale_agent_produced_bytes_total".to_owned(), 5),
+        // The stream's first batch re-read both records.
+        ("shale_agent_fetched_records_total".to_owned(), 4),
+        ("shale_agent_fetched_bytes_total".to_owned(), 10),
+    ] {
+        assert_eq!(series::<u64>(&body, &name), value, "{name} in\n{body}");
+    }
+    assert!(
+        !body.contains(&format!("shale_grpc_errors_total{{{fetch_method},")),
+        "a successful fetch is no error:\n{body}"
+    );
+    for positive in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            series::<f64>(&body, positive) > 0.0,
+            "{positive} in\n{body}"
+        );
+    }
+
+    // Closing the stream ends the call: the gauges go back, and it counts as CANCELLED.
+    drop(stream);
+    let mut body = scrape(&f).await;
+    for _ in 0..100 {
+        if series::<u64>(&body, "shale_grpc_open_streams") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        body = scrape(&f).await;
+    }
+    assert_eq!(series::<u64>(&body, "shale_grpc_open_streams"), 0, "{body}");
+    assert_eq!(
+        series::<u64>(&body, "shale_grpc_in_flight_requests"),
+        0,
+        "{body}"
+    );
+    assert_eq!(
+        series::<u64>(
+            &body,
+            &format!("shale_grpc_errors_total{{{stream_method},code=\"CANCELLED\"}}")
+        ),
+        1
+    );
+    f.shutdown().await;
+}
+
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -1,5 +1,7 @@
 //! The command tree. A new subcommand is one variant here and one arm in `cmd::run`.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::BenchCommand;
@@ -28,9 +30,18 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// Address of the agent's gRPC API.
+    /// Address of the agent's gRPC API (https://host:port for TLS).
     #[arg(long, global = true, env = "SHALE_ADDR", default_value = DEFAULT_ADDR)]
     pub(crate) addr: String,
+    /// PEM CA certificate(s) to trust for an https:// address, besides the system's roots.
+    #[arg(long, global = true, env = "SHALE_CA_FILE", value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// PEM client certificate, for an agent that requires one (mutual TLS); needs --client-key.
+    #[arg(long, global = true, env = "SHALE_CLIENT_CERT", value_name = "FILE")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "SHALE_CLIENT_KEY", value_name = "FILE")]
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,5 +82,24 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["shale", "topic", "list", "--addr", "http://h:1"]).unwrap();
         assert_eq!(cli.global.addr, "http://h:1");
+    }
+
+    #[test]
+    fn tls_files_are_global_flags() {
+        let cli = Cli::try_parse_from([
+            "shale",
+            "--ca-file",
+            "ca.pem",
+            "topic",
+            "list",
+            "--client-cert",
+            "c.pem",
+            "--client-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cli.global.client_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(cli.global.client_key, Some(PathBuf::from("k.pem")));
     }
 }

@@ -75,7 +75,7 @@ fn a_malformed_address_is_named() {
     assert!(!output.status.success());
     assert_eq!(
         stderr(&output),
-        "error: invalid shale agent address \"ftp://x:1\": expected http://host:port\n"
+        "error: invalid shale agent address \"ftp://x:1\": expected http://host:port or https://host:port\n"
     );
 }
 

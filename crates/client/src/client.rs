@@ -28,6 +28,8 @@ pub struct ClientOptions {
     /// Interval of HTTP/2 pings, so a dead agent fails long-lived streams instead of leaving
     /// them hanging.
     pub keep_alive_interval: Duration,
+    /// Trust roots and client certificate for `https://` addresses.
+    pub tls: crate::ClientTls,
 }
 
 impl Default for ClientOptions {
@@ -35,6 +37,7 @@ impl Default for ClientOptions {
         Self {
             connect_timeout: Duration::from_secs(5),
             keep_alive_interval: Duration::from_secs(20),
+            tls: crate::ClientTls::default(),
         }
     }
 }
@@ -49,22 +52,44 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the agent at `addr` (`http://host:port`; `host:port` means `http://`).
-    /// Fails at once if the address is malformed or nothing listens there.
+    /// Connects to the agent at `addr` (`http://host:port`, or `https://host:port` for TLS;
+    /// `host:port` means `http://`). Fails at once if the address is malformed or nothing
+    /// listens there.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
         Self::connect_with(addr, ClientOptions::default()).await
     }
 
+    /// Connects with `options`; an `https://` address uses `options.tls`.
     pub async fn connect_with(addr: &str, options: ClientOptions) -> Result<Self, ClientError> {
         let (shown, uri) = parse_address(addr)?;
-        let channel = Endpoint::from(uri)
-            .connect_timeout(options.connect_timeout)
-            .http2_keep_alive_interval(options.keep_alive_interval)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|error| ClientError::unreachable(&shown, &error))?;
+        let configure = |endpoint: Endpoint| {
+            endpoint
+                .connect_timeout(options.connect_timeout)
+                .http2_keep_alive_interval(options.keep_alive_interval)
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true)
+        };
+        let channel = if uri.scheme_str() == Some("https") {
+            let host = uri.host().unwrap_or_default();
+            let connector = options
+                .tls
+                .connector(host.trim_start_matches('[').trim_end_matches(']'))?;
+            // tonic wants its own TLS for an https URI, so the connector, which does TLS
+            // itself, dials the plain form; the origin keeps `https` in every request.
+            let authority = uri.authority().map_or(host, |authority| authority.as_str());
+            let dial: Uri = format!("http://{authority}").parse().map_err(
+                |error: tonic::codegen::http::uri::InvalidUri| ClientError::InvalidAddress {
+                    addr: addr.to_owned(),
+                    reason: error.to_string(),
+                },
+            )?;
+            configure(Endpoint::from(dial).origin(uri))
+                .connect_with_connector(connector)
+                .await
+        } else {
+            configure(Endpoint::from(uri)).connect().await
+        }
+        .map_err(|error| ClientError::unreachable(&shown, &error))?;
         Ok(Self::from_channel(channel, &shown))
     }
 
@@ -355,9 +380,11 @@ fn parse_address(addr: &str) -> Result<(String, Uri), ClientError> {
         reason: reason.to_owned(),
     };
     if trimmed.is_empty() {
-        return Err(invalid("it is empty; expected http://host:port"));
+        return Err(invalid(
+            "it is empty; expected http://host:port or https://host:port",
+        ));
     }
-    // A bare host:port is the common typo; gRPC without TLS is always http.
+    // A bare host:port is the common typo; without a scheme there is no TLS.
     let full = if trimmed.contains("://") {
         trimmed.to_owned()
     } else {
@@ -367,9 +394,8 @@ fn parse_address(addr: &str) -> Result<(String, Uri), ClientError> {
         .parse()
         .map_err(|error: tonic::codegen::http::uri::InvalidUri| invalid(&error.to_string()))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(invalid("https is not supported yet; use http://host:port")),
-        _ => return Err(invalid("expected http://host:port")),
+        Some("http" | "https") => {}
+        _ => return Err(invalid("expected http://host:port or https://host:port")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(invalid("missing host; expected http://host:port"));
@@ -392,14 +418,19 @@ mod tests {
         assert_eq!(uri.port_u16(), Some(7070));
         let (shown, _) = parse_address(" http://localhost:1/ ").unwrap();
         assert_eq!(shown, "http://localhost:1");
+        let (shown, uri) = parse_address("https://localhost:1").unwrap();
+        assert_eq!(shown, "https://localhost:1");
+        assert_eq!(uri.scheme_str(), Some("https"));
     }
 
     #[test]
     fn bad_addresses_say_what_is_expected() {
         for (addr, reason) in [
             ("", "it is empty"),
-            ("https://a:1", "https is not supported"),
-            ("ftp://a:1", "expected http://host:port"),
+            (
+                "ftp://a:1",
+                "expected http://host:port or https://host:port",
+            ),
             ("http://a:1/x", "unexpected path"),
             ("http://a b", "invalid"),
         ] {

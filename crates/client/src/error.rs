@@ -50,6 +50,16 @@ pub enum ClientError {
         reason: String,
     },
 
+    /// The TLS settings cannot be used (an unreadable file, no PEM certificate in it, a
+    /// certificate without its key); nothing was sent.
+    #[error("invalid tls settings: {reason}")]
+    TlsSettings { reason: String },
+
+    /// The TLS handshake with the agent failed: its certificate is not trusted, or it refused
+    /// ours. Retrying does not help until the certificates change.
+    #[error("tls handshake with shale agent at {addr} failed: {reason}")]
+    TlsHandshake { addr: String, reason: String },
+
     /// The SDK rejected the request before sending it.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -76,8 +86,11 @@ impl ClientError {
     /// The gRPC code that best describes the failure.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidAddress { .. } | Self::InvalidRequest(_) => Code::InvalidArgument,
+            Self::InvalidAddress { .. } | Self::InvalidRequest(_) | Self::TlsSettings { .. } => {
+                Code::InvalidArgument
+            }
             Self::Unreachable { .. } => Code::Unavailable,
+            Self::TlsHandshake { .. } => Code::Unauthenticated,
             Self::Status { code, .. }
             | Self::Transport { code, .. }
             | Self::StreamBroken { code, .. } => *code,
@@ -101,7 +114,11 @@ impl ClientError {
         match self {
             Self::Unreachable { .. } | Self::Transport { .. } | Self::StreamBroken { .. } => true,
             Self::Status { code, .. } => retryable_code(*code),
-            Self::InvalidAddress { .. } | Self::InvalidRequest(_) | Self::Protocol { .. } => false,
+            Self::InvalidAddress { .. }
+            | Self::InvalidRequest(_)
+            | Self::Protocol { .. }
+            | Self::TlsSettings { .. }
+            | Self::TlsHandshake { .. } => false,
         }
     }
 
@@ -110,9 +127,12 @@ impl ClientError {
     /// duplicate records.
     pub fn has_no_side_effects(&self) -> bool {
         match self {
-            Self::InvalidAddress { .. } | Self::Unreachable { .. } | Self::InvalidRequest(_) => {
-                true
-            }
+            // A refused handshake happens before any request reaches the agent.
+            Self::InvalidAddress { .. }
+            | Self::Unreachable { .. }
+            | Self::InvalidRequest(_)
+            | Self::TlsSettings { .. }
+            | Self::TlsHandshake { .. } => true,
             // A NOT_LEADER answer is decided before anything is appended.
             Self::Status {
                 code,
@@ -158,6 +178,12 @@ impl ClientError {
     /// status's source chain; they become [`ClientError::Unreachable`] when the connection
     /// never opened (nothing was sent) and [`ClientError::Transport`] otherwise.
     pub(crate) fn from_status(status: &Status, addr: &str) -> Self {
+        if let Some(reason) = tls_failure_in_chain(status) {
+            return Self::TlsHandshake {
+                addr: addr.to_owned(),
+                reason,
+            };
+        }
         if let Some(io_error) = io_error_in_chain(status) {
             let reason = describe_io_error(io_error);
             return if is_connect_failure(io_error.kind()) {
@@ -216,6 +242,12 @@ impl ClientError {
 
     /// A connection failure from `Endpoint::connect`.
     pub(crate) fn unreachable(addr: &str, error: &tonic::transport::Error) -> Self {
+        if let Some(reason) = tls_failure_in_chain(error) {
+            return Self::TlsHandshake {
+                addr: addr.to_owned(),
+                reason,
+            };
+        }
         let reason = match io_error_in_chain(error) {
             Some(io_error) => describe_io_error(io_error),
             None => root_cause(error),
@@ -271,6 +303,53 @@ fn io_error_in_chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option
     None
 }
 
+/// Why a TLS handshake failed, if that is what the error is. The connector hands its
+/// failures up wrapped in an `io::Error`, whose `source()` skips the wrapped error, so look
+/// inside with `get_ref`.
+fn tls_failure_in_chain(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let describe = |error: &(dyn std::error::Error + 'static)| {
+        if let Some(tls_error) = error.downcast_ref::<rustls::Error>() {
+            return Some(describe_tls_error(tls_error));
+        }
+        if let Some(required) = error.downcast_ref::<crate::tls::ClientCertificateRequired>() {
+            return Some(required.to_string());
+        }
+        error
+            .downcast_ref::<crate::tls::ClientCertificateRefused>()
+            .map(ToString::to_string)
+    };
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(reason) = describe(error) {
+            return Some(reason);
+        }
+        if let Some(inner) = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            && let Some(reason) = describe(inner)
+        {
+            return Some(reason);
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// rustls's words, plus what to do about the two failures a misconfiguration causes.
+fn describe_tls_error(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError};
+    let hint = match error {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            " (the agent's certificate is not signed by a trusted CA: add its CA as a trust root)"
+        }
+        rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired | AlertDescription::BadCertificate,
+        ) => " (the agent requires a client certificate signed by a CA it trusts)",
+        _ => "",
+    };
+    format!("{error}{hint}")
+}
+
 fn is_connect_failure(kind: io::ErrorKind) -> bool {
     matches!(
         kind,
@@ -301,7 +380,7 @@ fn describe_io_error(error: &io::Error) -> String {
 
 /// The innermost error's message: the outer layers of a transport error only say "transport
 /// error" or "error trying to connect".
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(next) = current.source() {
         current = next;

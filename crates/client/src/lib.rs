@@ -36,6 +36,7 @@ mod offsets;
 mod produce;
 mod producer;
 mod record;
+mod tls;
 mod topic;
 
 pub use client::{Client, ClientOptions};
@@ -46,6 +47,7 @@ pub use offsets::{GroupOffset, OffsetSpec, PartitionOffset};
 pub use produce::{Compression, PartitionAck, ProduceAck, ProduceRequest, ProducerIdentity};
 pub use producer::{AckFuture, Producer, ProducerOptions};
 pub use record::{Header, Record, StoredRecord};
+pub use tls::ClientTls;
 /// The gRPC status code of a [`ClientError`].
 pub use tonic::Code;
 pub use topic::{PartitionInfo, TopicDescription, TopicInfo};

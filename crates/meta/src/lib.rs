@@ -32,7 +32,7 @@ pub mod testsuite;
 pub use commit::{CommitOptions, CommitOutcome, CommitReport, PartitionCommit, commit_segment};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::MetaError;
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{EtcdCredentials, EtcdOptions, EtcdStore, EtcdTls};
 pub use faults::{FaultyMetaStore, MetaFaults, TxnFault};
 pub use keys::{
     DEFAULT_ROOT, Keys, ParsedKey, escape_segment, unescape_segment, validate_topic_name,

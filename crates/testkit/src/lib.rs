@@ -16,11 +16,13 @@
 
 mod binaries;
 mod etcd;
+mod pki;
 mod process;
 mod s3;
 
 pub use binaries::{BinaryNotFound, find_binary};
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdTlsFiles};
+pub use pki::TestPki;
 pub use process::{ChildGuard, free_port, wait_for_http};
 pub use s3::{S3Kind, S3Server, TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
 
@@ -53,6 +55,10 @@ pub enum TestkitError {
     Io(#[from] std::io::Error),
     #[error("s3 request to test server failed: {0}")]
     S3(String),
+    #[error("minting test certificates failed: {0}")]
+    Pki(String),
+    #[error("etcdctl {command} failed: {output}")]
+    Etcdctl { command: String, output: String },
 }
 
 /// Starts etcd or panics with a message saying how to install it.

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span};
 
 use crate::convert;
+use crate::metrics::{DataMetrics, record_bytes};
 use crate::status::{code_for, to_status};
 
 /// Requests of one produce stream appended but not yet acknowledged.
@@ -25,11 +26,12 @@ const STREAM_POLL_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub(crate) struct LogService {
     log: Log,
+    metrics: DataMetrics,
 }
 
 impl LogService {
-    pub(crate) fn new(log: Log) -> Self {
-        Self { log }
+    pub(crate) fn new(log: Log, metrics: DataMetrics) -> Self {
+        Self { log, metrics }
     }
 }
 
@@ -45,9 +47,11 @@ impl v1::log_service_server::LogService for LogService {
         let span =
             info_span!("agent.produce", topic = %request.topic, records = request.records.len());
         async {
+            let (records, bytes) = produce_size(&request);
             let request = convert::produce_request(request).map_err(|e| to_status(&e))?;
             let ticket = self.log.produce(request).await.map_err(|e| to_status(&e))?;
             let acks = ticket.wait().await.map_err(|e| to_status(&e))?;
+            self.metrics.produced(records, bytes);
             Ok(Response::new(convert::produce_response(acks)))
         }
         .instrument(span)
@@ -62,6 +66,7 @@ impl v1::log_service_server::LogService for LogService {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let log = self.log.clone();
+        let metrics = self.metrics.clone();
         let (tx, rx) = mpsc::channel(256);
         let span = info_span!("agent.produce_stream");
         // Two stages, so acks keep flowing while an append waits (for buffer space or for
@@ -74,7 +79,7 @@ impl v1::log_service_server::LogService for LogService {
                 loop {
                     match inbound.message().await {
                         Ok(Some(message)) => {
-                            let pending = start_produce(&log, message).await;
+                            let pending = start_produce(&log, &metrics, message).await;
                             if appended_tx.send(Ok(pending)).await.is_err() {
                                 return;
                             }
@@ -123,7 +128,7 @@ impl v1::log_service_server::LogService for LogService {
                 request.max_bytes,
                 Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT),
             );
-            fetch_once(&self.log, &fetch, max_records)
+            fetch_once(&self.log, &self.metrics, &fetch, max_records)
                 .await
                 .map(Response::new)
         }
@@ -139,6 +144,7 @@ impl v1::log_service_server::LogService for LogService {
     ) -> Result<Response<Self::FetchStreamStream>, Status> {
         let request = request.into_inner();
         let log = self.log.clone();
+        let metrics = self.metrics.clone();
         let (tx, rx) = mpsc::channel(16);
         let span =
             info_span!("agent.fetch_stream", topic = %request.topic, partition = request.partition);
@@ -152,6 +158,7 @@ impl v1::log_service_server::LogService for LogService {
         );
         let first = fetch_once(
             &log,
+            &metrics,
             &FetchRequest {
                 max_wait: Duration::ZERO,
                 ..fetch.clone()
@@ -170,7 +177,7 @@ impl v1::log_service_server::LogService for LogService {
                     if tx.is_closed() {
                         return;
                     }
-                    next = match fetch_once(&log, &fetch, 0).await {
+                    next = match fetch_once(&log, &metrics, &fetch, 0).await {
                         Ok(response) => response,
                         Err(status) => {
                             let _ = tx.send(Err(status)).await;
@@ -252,6 +259,7 @@ fn fetch_request(
 
 async fn fetch_once(
     log: &Log,
+    metrics: &DataMetrics,
     fetch: &FetchRequest,
     max_records: usize,
 ) -> Result<v1::FetchResponse, Status> {
@@ -259,22 +267,57 @@ async fn fetch_once(
         .fetch_records(fetch, max_records)
         .await
         .map_err(|e| to_status(&e))?;
+    let records: Vec<v1::StoredRecord> = fetched
+        .records
+        .into_iter()
+        .map(convert::stored_record)
+        .collect();
+    let bytes = records
+        .iter()
+        .map(|record| {
+            record_bytes(
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record
+                    .headers
+                    .iter()
+                    .map(|header| (header.key.as_str(), header.value.as_deref())),
+            )
+        })
+        .sum();
+    metrics.fetched(records.len() as u64, bytes);
     Ok(v1::FetchResponse {
         partition: fetch.partition,
-        records: fetched
-            .records
-            .into_iter()
-            .map(convert::stored_record)
-            .collect(),
+        records,
         high_watermark: fetched.high_watermark,
         log_start_offset: fetched.log_start,
         next_offset: fetched.next_offset,
     })
 }
 
+/// Records and bytes of a produce request, as the data counters count them.
+fn produce_size(request: &v1::ProduceRequest) -> (u64, u64) {
+    let bytes = request
+        .records
+        .iter()
+        .map(|record| {
+            record_bytes(
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record
+                    .headers
+                    .iter()
+                    .map(|header| (header.key.as_str(), header.value.as_deref())),
+            )
+        })
+        .sum();
+    (request.records.len() as u64, bytes)
+}
+
 /// Appends one stream request now and returns the future of its response.
 async fn start_produce(
     log: &Log,
+    metrics: &DataMetrics,
     message: v1::ProduceStreamRequest,
 ) -> futures::future::BoxFuture<'static, v1::ProduceStreamResponse> {
     let request_id = message.request_id;
@@ -294,19 +337,24 @@ async fn start_produce(
         ));
         return Box::pin(async move { response });
     };
+    let (records, bytes) = produce_size(&request);
     let ticket = match convert::produce_request(request) {
         Ok(request) => log.produce(request).await,
         Err(invalid) => Err(invalid),
     };
+    let metrics = metrics.clone();
     match ticket {
         Ok(ticket) => Box::pin(async move {
             match ticket.wait().await {
-                Ok(acks) => v1::ProduceStreamResponse {
-                    request_id,
-                    result: Some(v1::produce_stream_response::Result::Response(
-                        convert::produce_response(acks),
-                    )),
-                },
+                Ok(acks) => {
+                    metrics.produced(records, bytes);
+                    v1::ProduceStreamResponse {
+                        request_id,
+                        result: Some(v1::produce_stream_response::Result::Response(
+                            convert::produce_response(acks),
+                        )),
+                    }
+                }
                 Err(failure) => error(failure),
             }
         }),

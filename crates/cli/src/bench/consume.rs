@@ -16,9 +16,9 @@ use crate::bench::progress::{Goal, Progress};
 use crate::bench::report::Report;
 use crate::bench::topic::BenchTopic;
 use crate::bench::{DEFAULT_RECORDS, LoadArgs, scrape, store_requests_since};
-use crate::cmd::connect;
+use crate::cmd::{Target, connect};
 
-pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
+pub(crate) async fn run(addr: &Target, args: &LoadArgs) -> Result<Report> {
     let client = connect(addr).await?;
     let topic = BenchTopic::prepare(&client, args).await?;
     let result = async {
@@ -33,7 +33,7 @@ pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
 }
 
 /// Writes the records the run will read.
-async fn fill(addr: &str, args: &LoadArgs, topic: &BenchTopic) -> Result<()> {
+async fn fill(addr: &Target, args: &LoadArgs, topic: &BenchTopic) -> Result<()> {
     let records = args.records.unwrap_or(DEFAULT_RECORDS);
     let plan = Arc::new(LoadPlan::new(
         args,
@@ -74,7 +74,7 @@ impl Tally {
 }
 
 async fn measure(
-    addr: &str,
+    addr: &Target,
     client: &Client,
     args: &LoadArgs,
     topic: &BenchTopic,
@@ -135,7 +135,7 @@ async fn measure(
         if assigned.is_empty() {
             continue;
         }
-        let client = Client::connect(addr).await?;
+        let client = connect(addr).await?;
         let (tally, topic) = (Arc::clone(&tally), topic.name.clone());
         consumers.spawn(async move {
             let reads = assigned.into_iter().map(|(partition, start, end)| {

@@ -18,12 +18,12 @@ use crate::bench::progress::Progress;
 use crate::bench::report::{Latency, Report, latency_histogram, record_latency};
 use crate::bench::topic::BenchTopic;
 use crate::bench::{LoadArgs, scrape, store_requests_since};
-use crate::cmd::connect;
+use crate::cmd::{Target, connect};
 
 /// How long consumers may lag behind the last ack before the run is declared failed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
+pub(crate) async fn run(addr: &Target, args: &LoadArgs) -> Result<Report> {
     if args.record_size.as_u64() < 8 {
         bail!(
             "bench e2e needs --record-size of at least 8 bytes: the send time is stamped into each value"
@@ -37,7 +37,7 @@ pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
 }
 
 async fn measure(
-    addr: &str,
+    addr: &Target,
     client: &Client,
     args: &LoadArgs,
     topic: &BenchTopic,
@@ -48,7 +48,7 @@ async fn measure(
 
     // Consumers start at the current end, so they see exactly what this run produces.
     let mut consumers = JoinSet::new();
-    let consumer_client = Client::connect(addr).await?;
+    let consumer_client = connect(addr).await?;
     for offset in client
         .list_offsets(&topic.name, &[], OffsetSpec::Latest)
         .await?

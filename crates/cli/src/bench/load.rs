@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::bench::LoadArgs;
 use crate::bench::report::{Latency, Report, latency_histogram, record_latency};
 use crate::bench::topic::BenchTopic;
+use crate::cmd::{Target, connect};
 
 /// What to produce.
 #[derive(Debug)]
@@ -131,7 +132,7 @@ impl LoadTotals {
 /// Runs the plan with `concurrency` workers; `acked` counts acknowledged records as they come
 /// (for progress). The first failure stops the run.
 pub(crate) async fn produce(
-    addr: &str,
+    addr: &Target,
     plan: Arc<LoadPlan>,
     concurrency: u32,
     acked: Arc<AtomicU64>,
@@ -139,7 +140,7 @@ pub(crate) async fn produce(
     let mut clients = Vec::new();
     for _ in 0..concurrency {
         // A connection each, so streams do not share one TCP window.
-        clients.push(Client::connect(addr).await?);
+        clients.push(connect(addr).await?);
     }
     let filler = filler(plan.record_size);
     let started = Instant::now();

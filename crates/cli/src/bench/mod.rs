@@ -18,6 +18,7 @@ use anyhow::Result;
 use bytesize::ByteSize;
 use clap::{Args, Subcommand};
 
+use crate::cmd::Target;
 use crate::output;
 pub(crate) use put::PutArgs;
 use report::Report;
@@ -93,7 +94,7 @@ impl LoadArgs {
     }
 }
 
-pub(crate) async fn run(addr: &str, command: BenchCommand) -> Result<ExitCode> {
+pub(crate) async fn run(addr: &Target, command: BenchCommand) -> Result<ExitCode> {
     let (report, json) = match command {
         BenchCommand::Produce(args) => (produce::run(addr, &args).await?, args.json),
         BenchCommand::Consume(args) => (consume::run(addr, &args).await?, args.json),

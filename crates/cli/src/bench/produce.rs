@@ -10,9 +10,9 @@ use crate::bench::progress::{Goal, Progress};
 use crate::bench::report::Report;
 use crate::bench::topic::BenchTopic;
 use crate::bench::{LoadArgs, scrape, store_requests_since};
-use crate::cmd::connect;
+use crate::cmd::{Target, connect};
 
-pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
+pub(crate) async fn run(addr: &Target, args: &LoadArgs) -> Result<Report> {
     let client = connect(addr).await?;
     let topic = BenchTopic::prepare(&client, args).await?;
     let result = measure(addr, args, &topic).await;
@@ -20,7 +20,7 @@ pub(crate) async fn run(addr: &str, args: &LoadArgs) -> Result<Report> {
     result
 }
 
-async fn measure(addr: &str, args: &LoadArgs, topic: &BenchTopic) -> Result<Report> {
+async fn measure(addr: &Target, args: &LoadArgs, topic: &BenchTopic) -> Result<Report> {
     let plan = Arc::new(LoadPlan::new(
         args,
         topic,

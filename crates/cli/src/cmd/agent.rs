@@ -44,7 +44,7 @@ async fn serve(config: AgentConfig, dev_data: Option<&Path>) -> Result<ExitCode>
 /// Where the agent listens, on stdout (the first line is stable, for scripts), and for
 /// `dev` how to start using it.
 fn print_banner(agent: &RunningAgent, dev_data: Option<&Path>) {
-    let grpc = format!("http://{}", agent.grpc_addr());
+    let grpc = agent.grpc_url();
     let http = format!("http://{}", agent.http_addr());
     println!("shale: serving grpc on {grpc}, http on {http}");
     let Some(data_dir) = dev_data else {

@@ -8,24 +8,49 @@ pub(crate) mod topic;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use shale_client::Client;
+use shale_client::{Client, ClientOptions, ClientTls};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, GlobalArgs};
 
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Agent(args) => agent::run(args).await,
         Command::Dev(args) => agent::dev(args).await,
-        Command::Topic(command) => topic::run(&cli.global.addr, command).await,
-        Command::Produce(args) => produce::run(&cli.global.addr, args).await,
-        Command::Consume(args) => consume::run(&cli.global.addr, args).await,
-        Command::Bench(command) => crate::bench::run(&cli.global.addr, command).await,
+        Command::Topic(command) => topic::run(&Target::new(&cli.global)?, command).await,
+        Command::Produce(args) => produce::run(&Target::new(&cli.global)?, args).await,
+        Command::Consume(args) => consume::run(&Target::new(&cli.global)?, args).await,
+        Command::Bench(command) => crate::bench::run(&Target::new(&cli.global)?, command).await,
+    }
+}
+
+/// The agent the client commands talk to, and how to reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    addr: String,
+    options: ClientOptions,
+}
+
+impl Target {
+    /// From --addr and the TLS flags; the files are read now, so a bad path fails first.
+    pub(crate) fn new(global: &GlobalArgs) -> Result<Self> {
+        let tls = ClientTls::from_files(
+            global.ca_file.as_deref(),
+            global.client_cert.as_deref(),
+            global.client_key.as_deref(),
+        )?;
+        Ok(Self {
+            addr: global.addr.clone(),
+            options: ClientOptions {
+                tls,
+                ..ClientOptions::default()
+            },
+        })
     }
 }
 
 /// Connects, with the SDK's one-line message on failure.
-pub(crate) async fn connect(addr: &str) -> Result<Client> {
-    Ok(Client::connect(addr).await?)
+pub(crate) async fn connect(target: &Target) -> Result<Client> {
+    Ok(Client::connect_with(&target.addr, target.options.clone()).await?)
 }
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM, so commands can finish cleanly either way.

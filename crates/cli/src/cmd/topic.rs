@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use shale_client::Code;
 
-use crate::cmd::connect;
+use crate::cmd::{Target, connect};
 use crate::output::{self, Format};
 use crate::parse;
 
@@ -66,7 +66,7 @@ pub(crate) struct DeleteArgs {
     if_exists: bool,
 }
 
-pub(crate) async fn run(addr: &str, command: TopicCommand) -> Result<ExitCode> {
+pub(crate) async fn run(addr: &Target, command: TopicCommand) -> Result<ExitCode> {
     let client = connect(addr).await?;
     match command {
         TopicCommand::Create(args) => {

@@ -47,6 +47,46 @@ pub struct EtcdOptions {
     /// Checked before sending; keep etcd's defaults unless the server was started with other
     /// `--max-txn-ops` / `--max-request-bytes`.
     pub limits: MetaLimits,
+    /// TLS towards etcd. When set, endpoints must be `https://` URLs.
+    pub tls: Option<EtcdTls>,
+    /// etcd password authentication.
+    pub credentials: Option<EtcdCredentials>,
+}
+
+/// TLS settings for etcd, as PEM bytes.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA certificates that sign etcd's server certificate (the only trust roots).
+    pub ca_pem: Vec<u8>,
+    /// Client certificate chain and private key, for an etcd that requires client
+    /// certificates (`--client-cert-auth`).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+// Hand-written so the private key never reaches a log line.
+impl fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// An etcd user and its password.
+#[derive(Clone)]
+pub struct EtcdCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+// Hand-written so the password never reaches a log line.
+impl fmt::Debug for EtcdCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for EtcdOptions {
@@ -56,6 +96,8 @@ impl Default for EtcdOptions {
             request_timeout: Duration::from_secs(5),
             key_prefix: Vec::new(),
             limits: MetaLimits::default(),
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -86,26 +128,53 @@ impl EtcdStore {
         metrics: MetaMetrics,
     ) -> Result<Self, MetaError> {
         let endpoints: Vec<&str> = endpoints.iter().map(AsRef::as_ref).collect();
-        let connect_options = ec::ConnectOptions::new()
+        let mut connect_options = ec::ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             // Detects a dead connection under an idle watch.
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             // Fail instead of hanging when the cluster has lost its leader.
             .with_require_leader(true);
+        if let Some(tls) = &options.tls {
+            if let Some(plain) = endpoints.iter().find(|e| !e.starts_with("https://")) {
+                return Err(MetaError::InvalidRequest(format!(
+                    "etcd endpoint {plain} is not https:// but TLS is configured"
+                )));
+            }
+            let mut config =
+                ec::TlsOptions::new().ca_certificate(ec::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.client {
+                config = config.identity(ec::Identity::from_pem(cert, key));
+            }
+            connect_options = connect_options.with_tls(config);
+        }
+        if let Some(credentials) = &options.credentials {
+            connect_options = connect_options
+                .with_user(&credentials.user, &credentials.password)
+                // etcd's auth tokens expire (5 minutes by default); an agent runs for longer.
+                .with_auto_token_refresh(true);
+        }
         let connect = async {
             let mut client = ec::Client::connect(&endpoints, Some(connect_options))
                 .await
-                .map_err(|error| map_error(error, &ErrorContext::default()))?;
+                .map_err(|error| connect_error(error, &options))?;
             // Any read proves the server answers; etcd has no empty key, so probe `\0`.
             let probe_key = if options.key_prefix.is_empty() {
                 vec![0]
             } else {
                 options.key_prefix.clone()
             };
-            client
+            match client
                 .get(probe_key, Some(ec::GetOptions::new().with_count_only()))
                 .await
-                .map_err(|error| map_error(error, &ErrorContext::default()))?;
+            {
+                Ok(_) => {}
+                // A user granted only its cluster's prefix may not read the probe key; the
+                // refusal still proves that etcd answers and accepted the credentials.
+                Err(ec::Error::GRpcStatus(status))
+                    if options.credentials.is_some()
+                        && status.message().contains("permission denied") => {}
+                Err(error) => return Err(connect_error(error, &options)),
+            }
             Ok::<_, MetaError>(client)
         };
         let client = tokio::time::timeout(options.connect_timeout, connect)
@@ -151,6 +220,50 @@ impl EtcdStore {
             .kv_client()
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     }
+}
+
+/// A failed connect, with what the caller needs to fix it: which user etcd refused, or the
+/// transport's root cause (tonic's own message is only "transport error" or "operation was
+/// canceled").
+fn connect_error(error: ec::Error, options: &EtcdOptions) -> MetaError {
+    let cause = match &error {
+        ec::Error::GRpcStatus(status)
+            if status.message().contains("authentication failed")
+                || status.code() == tonic::Code::Unauthenticated =>
+        {
+            let user = options
+                .credentials
+                .as_ref()
+                .map_or("(none)", |credentials| credentials.user.as_str());
+            return MetaError::InvalidRequest(format!(
+                "etcd refused user {user:?}: {}",
+                status.message()
+            ));
+        }
+        ec::Error::GRpcStatus(status) => match std::error::Error::source(status) {
+            Some(source) => root_cause(source),
+            None => return map_error(error, &ErrorContext::default()),
+        },
+        ec::Error::TransportError(transport) => root_cause(transport),
+        _ => return map_error(error, &ErrorContext::default()),
+    };
+    // An etcd that requires client certificates refuses a client without one after the
+    // handshake, with an alert that often loses the race with "connection closed".
+    let hint = match &options.tls {
+        Some(tls) if tls.client.is_none() && !cause.contains("invalid peer certificate") => {
+            "; if etcd checks client certificates (--client-cert-auth), set a client certificate and key"
+        }
+        _ => "",
+    };
+    MetaError::Unavailable(format!("etcd transport: {cause}{hint}"))
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 fn ttl_seconds(ttl: Duration) -> i64 {

@@ -21,7 +21,7 @@ use shale_client::{Client, ClientError, Consumer, GroupOffset, OffsetSpec, Store
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::cmd::{connect, shutdown_signal};
+use crate::cmd::{Target, connect, shutdown_signal};
 use crate::output::Format;
 use crate::parse::StartFrom;
 use printer::Printer;
@@ -83,7 +83,7 @@ enum Stop {
     ReaderGone,
 }
 
-pub(crate) async fn run(addr: &str, args: ConsumeArgs) -> Result<ExitCode> {
+pub(crate) async fn run(addr: &Target, args: ConsumeArgs) -> Result<ExitCode> {
     let client = connect(addr).await?;
     let description = client.describe_topic(&args.topic).await?;
     let partitions = select_partitions(&args.topic, &args.partition, description.topic.partitions)?;

@@ -17,7 +17,7 @@ use bytesize::ByteSize;
 use clap::Args;
 use shale_client::ProducerOptions;
 
-use crate::cmd::connect;
+use crate::cmd::{Target, connect};
 use crate::input::spawn_line_reader;
 use crate::parse;
 use outcome::plural;
@@ -51,7 +51,7 @@ pub(crate) struct ProduceArgs {
     max_in_flight: u32,
 }
 
-pub(crate) async fn run(addr: &str, args: ProduceArgs) -> Result<ExitCode> {
+pub(crate) async fn run(addr: &Target, args: ProduceArgs) -> Result<ExitCode> {
     let client = connect(addr).await?;
     // A missing topic or partition fails before any input is read.
     let description = client.describe_topic(&args.topic).await?;
