@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor)
         .bytes(".")
+        // Count limits on the wire bytes before prost materialises a request.
+        .codec_path("crate::bounded::BoundedCodec")
         .compile_with_config(config, &files, std::slice::from_ref(&proto_root))?;
     println!("cargo:rerun-if-env-changed=PROTOC");
     for file in &files {

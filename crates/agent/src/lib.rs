@@ -2,6 +2,7 @@
 //! metrics and health over the engine (`shale-log`), configured from defaults, a file,
 //! `SHALE_*` variables and flags.
 
+mod budget;
 mod config;
 mod convert;
 mod dev;

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::budget::{DEFAULT_INFLIGHT_REQUEST_BYTES, RequestBudget};
 use crate::services::{AdminService, GroupService, LogService};
 use crate::{AgentConfig, AgentError};
 
@@ -56,6 +57,7 @@ impl RunningAgent {
                 })?,
             None => tonic::transport::Server::builder(),
         };
+        let grpc_server = with_limits(grpc_server);
         let clock = SystemClock::shared();
         let rng = system_rng();
         let mut registry = Registry::default();
@@ -298,6 +300,10 @@ async fn serve_grpc(
             v1::log_service_server::LogServiceServer::new(LogService::new(
                 log.clone(),
                 data_metrics,
+                RequestBudget::new(
+                    DEFAULT_INFLIGHT_REQUEST_BYTES,
+                    log.config().backpressure_timeout,
+                ),
             ))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
@@ -313,6 +319,29 @@ async fn serve_grpc(
     if let Err(error) = result {
         warn!(%error, "grpc server stopped with an error");
     }
+}
+
+/// Most concurrent HTTP/2 streams (calls) per connection.
+pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// A call that has not produced its response head by then is cut off. Longer than the
+/// longest legitimate wait: a fetch long-polls at most 30 s, a produce waits at most for
+/// buffer space (5 s), a leader (10 s) and its commit; a stream's head comes at once, so
+/// streams are never cut.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_mins(2);
+
+/// The gRPC listener's protection against careless and hostile clients: bounded streams per
+/// connection, bounded resets (the HTTP/2 rapid-reset attack), keepalive pings that find
+/// half-open connections, TCP keepalive, a bound on header size, and a per-call timeout.
+fn with_limits(server: tonic::transport::Server) -> tonic::transport::Server {
+    server
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_max_local_error_reset_streams(Some(256))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_max_header_list_size(64 * 1024)
+        .tcp_keepalive(Some(Duration::from_mins(1)))
+        .timeout(REQUEST_TIMEOUT)
 }
 
 async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {

@@ -212,6 +212,26 @@ async fn bad_input_gets_the_right_status(backends: Backends) {
         Code::NotFound,
         "topic \"missing\" does not exist",
     );
+    // An amplifying request (empty records are 2 bytes on the wire, ~100 decoded) is refused
+    // from its wire bytes, before it is materialised; the agent keeps serving.
+    let mut empty = produce("strict", 0, &[]);
+    empty.records = vec![v1::Record::default(); shale_proto::bounded::MAX_RECORDS_PER_REQUEST + 1];
+    expect_status(
+        log.produce(empty).await,
+        Code::InvalidArgument,
+        "at most 100000 records",
+    );
+    let mut many = v1::ListOffsetsRequest {
+        topic: "strict".into(),
+        partitions: (0..10_001).collect(),
+        ..v1::ListOffsetsRequest::default()
+    };
+    many.spec = Some(v1::list_offsets_request::Spec::Latest(v1::Latest {}));
+    expect_status(
+        log.list_offsets(many).await,
+        Code::InvalidArgument,
+        "at most 10000 partitions",
+    );
     expect_status(
         log.produce(produce("strict", 9, &["x"])).await,
         Code::NotFound,

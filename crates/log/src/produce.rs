@@ -18,7 +18,7 @@ use crate::writer::{AppendAck, AppendReceiver, AppendRequest, PreparedBatch};
 use crate::{Log, LogError};
 
 /// Most records one native produce request may carry.
-pub const MAX_RECORDS_PER_REQUEST: usize = 1_000_000;
+pub const MAX_RECORDS_PER_REQUEST: usize = 100_000;
 
 /// Kafka-style idempotent producer fields of a native request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

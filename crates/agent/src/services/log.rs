@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span};
 
+use crate::budget::RequestBudget;
 use crate::convert;
 use crate::metrics::{DataMetrics, record_bytes};
 use crate::status::{code_for, to_status};
@@ -27,11 +28,16 @@ const STREAM_POLL_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct LogService {
     log: Log,
     metrics: DataMetrics,
+    budget: RequestBudget,
 }
 
 impl LogService {
-    pub(crate) fn new(log: Log, metrics: DataMetrics) -> Self {
-        Self { log, metrics }
+    pub(crate) fn new(log: Log, metrics: DataMetrics, budget: RequestBudget) -> Self {
+        Self {
+            log,
+            metrics,
+            budget,
+        }
     }
 }
 
@@ -48,8 +54,15 @@ impl v1::log_service_server::LogService for LogService {
             info_span!("agent.produce", topic = %request.topic, records = request.records.len());
         async {
             let (records, bytes) = produce_size(&request);
+            let admitted = self
+                .budget
+                .admit(prost::Message::encoded_len(&request))
+                .await
+                .map_err(|e| to_status(&e))?;
             let request = convert::produce_request(request).map_err(|e| to_status(&e))?;
             let ticket = self.log.produce(request).await.map_err(|e| to_status(&e))?;
+            // Appended: the writer's buffer counts these bytes from here on.
+            drop(admitted);
             let acks = ticket.wait().await.map_err(|e| to_status(&e))?;
             self.metrics.produced(records, bytes);
             Ok(Response::new(convert::produce_response(acks)))
@@ -67,6 +80,7 @@ impl v1::log_service_server::LogService for LogService {
         let mut inbound = request.into_inner();
         let log = self.log.clone();
         let metrics = self.metrics.clone();
+        let budget = self.budget.clone();
         let (tx, rx) = mpsc::channel(256);
         let span = info_span!("agent.produce_stream");
         // Two stages, so acks keep flowing while an append waits (for buffer space or for
@@ -79,7 +93,7 @@ impl v1::log_service_server::LogService for LogService {
                 loop {
                     match inbound.message().await {
                         Ok(Some(message)) => {
-                            let pending = start_produce(&log, &metrics, message).await;
+                            let pending = start_produce(&log, &metrics, &budget, message).await;
                             if appended_tx.send(Ok(pending)).await.is_err() {
                                 return;
                             }
@@ -318,6 +332,7 @@ fn produce_size(request: &v1::ProduceRequest) -> (u64, u64) {
 async fn start_produce(
     log: &Log,
     metrics: &DataMetrics,
+    budget: &RequestBudget,
     message: v1::ProduceStreamRequest,
 ) -> futures::future::BoxFuture<'static, v1::ProduceStreamResponse> {
     let request_id = message.request_id;
@@ -338,10 +353,19 @@ async fn start_produce(
         return Box::pin(async move { response });
     };
     let (records, bytes) = produce_size(&request);
+    let admitted = match budget.admit(prost::Message::encoded_len(&request)).await {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let response = error(refused);
+            return Box::pin(async move { response });
+        }
+    };
     let ticket = match convert::produce_request(request) {
         Ok(request) => log.produce(request).await,
         Err(invalid) => Err(invalid),
     };
+    // Appended (or refused): the writer's buffer counts these bytes from here on.
+    drop(admitted);
     let metrics = metrics.clone();
     match ticket {
         Ok(ticket) => Box::pin(async move {
