@@ -38,7 +38,13 @@ fn main() -> ExitCode {
     } else {
         "off"
     });
+    // A serving process gets at least 4 workers even on 2 cores: the OS then time-slices a
+    // worker busy decoding a large request, so timers (lease keep-alives, long-poll
+    // deadlines) on other workers keep firing on time.
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let workers = if serves { cores.max(4) } else { cores };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

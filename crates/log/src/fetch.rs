@@ -35,6 +35,23 @@ fn record_size(record: &DecodedRecord) -> usize {
             .sum::<usize>()
 }
 
+/// The record with its bytes copied out of the chunk they were decoded from (uncompressed
+/// records are slices of it): an answer that holds a few records must not keep a chunk of
+/// megabytes alive while it waits for a slow reader.
+fn detach(mut record: DecodedRecord) -> DecodedRecord {
+    let copy = |bytes: &mut Option<Bytes>| {
+        if let Some(inner) = bytes.as_mut() {
+            *inner = Bytes::copy_from_slice(inner);
+        }
+    };
+    copy(&mut record.record.key);
+    copy(&mut record.record.value);
+    for header in &mut record.record.headers {
+        copy(&mut header.value);
+    }
+    record
+}
+
 /// Decodes `batches` into the records from `offset` below `high_watermark`, stopping at
 /// `max_records` (0: no limit) or once `max_bytes` of records are taken (at least one).
 /// Returns them with the offset to fetch next.
@@ -62,7 +79,7 @@ fn decode_records(
             }
             total += size;
             next_offset = record.offset + 1;
-            records.push(record);
+            records.push(detach(record));
             if max_records > 0 && records.len() >= max_records {
                 return Ok((records, next_offset));
             }

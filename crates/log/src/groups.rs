@@ -2,7 +2,8 @@
 //! store so any agent can commit and fetch them.
 
 use shale_meta::{
-    Compare, GroupOffsetRecord, KeyRange, MetaLimits, RangeRequest, Record as _, Txn, TxnOp,
+    Compare, GroupOffsetRecord, KeyRange, MetaError, MetaLimits, RangeRequest, Record as _, Txn,
+    TxnOp,
 };
 
 use crate::{Log, LogError};
@@ -93,14 +94,18 @@ impl Log {
         }
         // Several transactions: remember what each key held, to undo a partial commit.
         let before = self.read_keys(group, &topic.name).await?;
-        let mut applied: Vec<(std::ops::Range<usize>, shale_meta::Revision)> = Vec::new();
+        let mut applied: Vec<(std::ops::Range<usize>, Option<shale_meta::Revision>)> = Vec::new();
         for range in chunks {
             let ops = puts[range.clone()]
                 .iter()
                 .map(|(key, value)| TxnOp::put(key.clone(), value.clone()));
             match self.inner.meta.txn(Txn::new().and_then(ops)).await {
-                Ok(response) => applied.push((range, response.revision)),
+                Ok(response) => applied.push((range, Some(response.revision))),
                 Err(error) => {
+                    // A lost answer may hide a landed transaction: undo it too, by value.
+                    if matches!(error, MetaError::Unavailable(_) | MetaError::Internal(_)) {
+                        applied.push((range, None));
+                    }
                     let error = LogError::from(error);
                     return Err(self.roll_back(&puts, &before, &applied, error).await);
                 }
@@ -135,19 +140,23 @@ impl Log {
         &self,
         puts: &[(Vec<u8>, Vec<u8>)],
         before: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
-        applied: &[(std::ops::Range<usize>, shale_meta::Revision)],
+        applied: &[(std::ops::Range<usize>, Option<shale_meta::Revision>)],
         cause: LogError,
     ) -> LogError {
         let mut undone = true;
         for (range, revision) in applied {
-            for (key, _) in &puts[range.clone()] {
+            for (key, value) in &puts[range.clone()] {
                 let restore = match before.get(key) {
                     Some(value) => TxnOp::put(key.clone(), value.clone()),
                     None => TxnOp::delete(key.clone()),
                 };
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(key.clone(), *revision)])
-                    .and_then([restore]);
+                // Only if the key still holds what this commit wrote (by revision when the
+                // write's answer came back, by value when it was lost).
+                let still_ours = match revision {
+                    Some(revision) => Compare::mod_revision(key.clone(), *revision),
+                    None => Compare::value(key.clone(), value.clone()),
+                };
+                let txn = Txn::new().when([still_ours]).and_then([restore]);
                 if let Err(error) = self.inner.meta.txn(txn).await {
                     tracing::warn!(%error, "could not roll back part of a failed offset commit");
                     undone = false;

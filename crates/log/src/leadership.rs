@@ -93,7 +93,7 @@ pub(crate) async fn run_leadership(
         // From here until the lease is lost the agent is ready (registered).
         info!(agent_id = %deps.agent_id, lease, "agent registered");
         let lease_lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_alive(
+        let keeper = spawn_keeper(keep_alive(
             Arc::clone(&deps.meta),
             lease,
             deps.lease_ttl,
@@ -233,6 +233,49 @@ fn remember_lease(deps: &LeadershipDeps, lease: LeaseId) {
         .and_then(|()| std::fs::write(path, lease.to_string()));
     if let Err(error) = written {
         warn!(path = %path.display(), %error, "could not remember the agent's lease; a restart waits for it to expire");
+    }
+}
+
+/// Runs the lease keep-alive on a thread and runtime of its own, so it is never queued
+/// behind request work on the shared async workers: a keep-alive delayed past the TTL loses
+/// every partition the agent leads. Falls back to a task on the current runtime if the
+/// thread cannot be started.
+fn spawn_keeper(keeper: impl Future<Output = ()> + Send + 'static) -> KeeperHandle {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let task = async move {
+        tokio::select! {
+            () = keeper => {}
+            () = stopped.cancelled() => {}
+        }
+    };
+    match runtime {
+        Ok(runtime) => {
+            let spawned = std::thread::Builder::new()
+                .name("shale-lease".to_owned())
+                .spawn(move || runtime.block_on(task));
+            if let Err(error) = spawned {
+                warn!(%error, "cannot start the lease keep-alive thread");
+            }
+        }
+        Err(error) => {
+            warn!(%error, "cannot start the lease keep-alive runtime; using a shared worker");
+            tokio::spawn(task);
+        }
+    }
+    KeeperHandle(stop)
+}
+
+/// Stops the keep-alive started by [`spawn_keeper`].
+#[derive(Debug)]
+struct KeeperHandle(CancellationToken);
+
+impl KeeperHandle {
+    fn abort(&self) {
+        self.0.cancel();
     }
 }
 

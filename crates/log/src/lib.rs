@@ -91,6 +91,38 @@ struct Inner {
     background_shutdown: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Held for the life of the engine (see `lock_lease_file`).
+    _lease_lock: Option<std::fs::File>,
+}
+
+/// Opens the lease file and locks it exclusively (an advisory lock the OS drops when the
+/// process dies); `None` if another live process holds it or it cannot be opened.
+fn lock_lease_file(path: &std::path::Path) -> Option<std::fs::File> {
+    let opened = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        });
+    let file = match opened {
+        Ok(file) => file,
+        Err(error) => {
+            warn!(path = %path.display(), %error, "cannot open the lease file; a restart will wait for the old lease to expire");
+            return None;
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => Some(file),
+        Err(error) => {
+            warn!(path = %path.display(), %error, "another process holds the lease file; this agent will not take over any registration");
+            None
+        }
+    }
 }
 
 impl Inner {
@@ -127,6 +159,10 @@ impl Log {
         let view_task = tokio::spawn(
             Arc::clone(&view).run(Arc::clone(&deps.meta), background_shutdown.clone()),
         );
+        // The lease file proves a leftover registration is this agent's own only while this
+        // process holds it exclusively: a second process using the same folder must not
+        // read it as its own and take a live process's registration away.
+        let lease_lock = config.lease_file.as_deref().and_then(lock_lease_file);
         let leadership_deps = LeadershipDeps {
             agent_id: config.agent_id.clone(),
             addresses: deps.addresses.clone(),
@@ -137,7 +173,7 @@ impl Log {
             clock: Arc::clone(&deps.clock),
             lease_ttl: config.lease_ttl,
             metrics: deps.metrics.clone(),
-            lease_file: config.lease_file.clone(),
+            lease_file: lease_lock.as_ref().and(config.lease_file.clone()),
         };
         // Registered before anything runs, so a duplicate agent id fails start-up clearly.
         let first_lease = match register_at_start(&leadership_deps).await {
@@ -193,6 +229,7 @@ impl Log {
                 flusher_shutdown,
                 background_shutdown,
                 tasks: std::sync::Mutex::new(vec![view_task, leadership_task]),
+                _lease_lock: lease_lock,
                 flusher: std::sync::Mutex::new(Some(flusher)),
             }),
         })

@@ -66,7 +66,13 @@ impl ProduceTicket {
                 base_offset,
                 last_offset,
                 record_count,
-            } = receiver.await.map_err(|_| LogError::ShuttingDown)??;
+            } = receiver.await.map_err(|_| {
+                // The append was dropped without an answer (its flush task died, or the
+                // engine stopped mid-commit): its commit may have landed.
+                LogError::OutcomeUnknown(format!(
+                    "partition {partition}: the agent stopped tracking this write before it was answered"
+                ))
+            })??;
             acks.push(PartitionAck {
                 partition,
                 base_offset,

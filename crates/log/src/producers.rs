@@ -13,10 +13,10 @@ pub(crate) const RECENT_BATCHES: usize = 5;
 /// Producers remembered per partition; the least recently active are forgotten first.
 pub(crate) const MAX_PRODUCERS_PER_PARTITION: usize = 1_000;
 
-/// Producer keys one partition's commit writes or deletes at most, so one partition's
-/// metadata write per flush stays small: a segment holds batches of at most this many
-/// idempotent producers per partition (a further producer waits for the next segment), and
-/// expired producers are deleted in the room that is left.
+/// Producer keys one partition's commit writes at most, and deletes at most, so one
+/// partition's metadata write per flush stays small: a segment holds batches of at most this
+/// many idempotent producers per partition (a further producer waits for the next segment),
+/// and up to as many expired or excess producers are deleted with it.
 pub(crate) const MAX_PRODUCER_WRITES_PER_COMMIT: usize = 32;
 
 /// The producer fields of one incoming batch.

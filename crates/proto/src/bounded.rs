@@ -82,12 +82,17 @@ pub fn check<U: 'static>(bytes: &[u8]) -> Result<(), Status> {
     if id == TypeId::of::<v1::ProduceRequest>() {
         check_produce(bytes)
     } else if id == TypeId::of::<v1::ProduceStreamRequest>() {
+        // prost merges repeated occurrences of the field into one request: count them all.
+        let mut records = 0;
+        let mut headers = 0;
         for (field, value) in fields(bytes) {
             if let (2, Wire::Bytes(request)) = (field, value) {
-                check_produce(request)?;
+                let (more_records, more_headers) = count_produce(request)?;
+                records += more_records;
+                headers += more_headers;
             }
         }
-        Ok(())
+        check_counts(records, headers)
     } else if id == TypeId::of::<v1::ListOffsetsRequest>() {
         limit(
             count_scalars(bytes, 2),
@@ -116,20 +121,11 @@ pub fn check<U: 'static>(bytes: &[u8]) -> Result<(), Status> {
 }
 
 fn check_produce(bytes: &[u8]) -> Result<(), Status> {
-    let mut records = 0usize;
-    let mut headers = 0usize;
-    for (field, value) in fields(bytes) {
-        if field != 3 {
-            continue;
-        }
-        records += 1;
-        if let Wire::Bytes(record) = value {
-            headers += fields(record).filter(|(field, _)| *field == 3).count();
-        }
-        if records > MAX_RECORDS_PER_REQUEST || headers > MAX_HEADERS_PER_REQUEST {
-            break;
-        }
-    }
+    let (records, headers) = count_produce(bytes)?;
+    check_counts(records, headers)
+}
+
+fn check_counts(records: usize, headers: usize) -> Result<(), Status> {
     limit(
         records,
         MAX_RECORDS_PER_REQUEST,
@@ -142,6 +138,55 @@ fn check_produce(bytes: &[u8]) -> Result<(), Status> {
         "record headers",
         "produce request",
     )
+}
+
+/// Records and headers of one produce request's bytes. Refuses protobuf groups (wire types
+/// 3 and 4), which prost skips silently and a scan would otherwise stop at, so nothing can
+/// hide records behind one.
+fn count_produce(bytes: &[u8]) -> Result<(usize, usize), Status> {
+    let mut records = 0usize;
+    let mut headers = 0usize;
+    refuse_groups(bytes)?;
+    for (field, value) in fields(bytes) {
+        if field != 3 {
+            continue;
+        }
+        records += 1;
+        if let Wire::Bytes(record) = value {
+            refuse_groups(record)?;
+            headers += fields(record).filter(|(field, _)| *field == 3).count();
+        }
+        if records > MAX_RECORDS_PER_REQUEST || headers > MAX_HEADERS_PER_REQUEST {
+            break;
+        }
+    }
+    Ok((records, headers))
+}
+
+/// Fails if the top-level fields of `bytes` hold a group (the scan would stop at it).
+fn refuse_groups(bytes: &[u8]) -> Result<(), Status> {
+    let mut rest = bytes;
+    while let Some(tag) = varint(&mut rest) {
+        let next = match tag & 7 {
+            0 => varint(&mut rest).map(|_| rest),
+            1 => rest.get(8..),
+            2 => varint(&mut rest)
+                .and_then(|len| usize::try_from(len).ok())
+                .and_then(|len| rest.get(len..)),
+            5 => rest.get(4..),
+            3 | 4 => {
+                return Err(Status::invalid_argument(
+                    "protobuf groups (wire types 3 and 4) are not accepted",
+                ));
+            }
+            _ => None,
+        };
+        match next {
+            Some(after) => rest = after,
+            None => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 fn limit(count: usize, max: usize, what: &str, request: &str) -> Result<(), Status> {
@@ -288,6 +333,35 @@ mod tests {
         }
         .encode_to_vec();
         assert!(check::<v1::CommitOffsetsRequest>(&commit).is_err());
+    }
+
+    /// Found in review: a group before the records hid them from the scan, and records split
+    /// over several occurrences of a stream message's request field each passed alone.
+    #[test]
+    fn groups_and_split_requests_do_not_hide_records() {
+        let mut hidden = vec![0x0b, 0x0c]; // field 1: start group, end group
+        hidden.extend(produce(MAX_RECORDS_PER_REQUEST + 1, 0));
+        let error = check::<v1::ProduceRequest>(&hidden).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        let half = produce(MAX_RECORDS_PER_REQUEST / 2 + 1, 0);
+        let mut stream = Vec::new();
+        for _ in 0..2 {
+            stream.push(0x12); // field 2, length-delimited
+            let mut len = half.len();
+            while len >= 0x80 {
+                stream.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            stream.push(len as u8);
+            stream.extend_from_slice(&half);
+        }
+        let merged = v1::ProduceStreamRequest::decode(stream.as_slice()).unwrap();
+        assert_eq!(
+            merged.request.unwrap().records.len(),
+            MAX_RECORDS_PER_REQUEST + 2,
+            "prost merges the occurrences"
+        );
+        assert!(check::<v1::ProduceStreamRequest>(&stream).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::Duration;
 use futures::Stream;
 use shale_log::{DEFAULT_FETCH_MAX_BYTES, FetchRequest, Log, OffsetSpec};
 use shale_proto::v1;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span};
@@ -22,6 +24,12 @@ const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// How long a fetch stream waits per poll before checking the client is still there.
 const STREAM_POLL_WAIT: Duration = Duration::from_secs(5);
+/// Largest answer of one `FetchStream` message: a stream keeps at most one answer queued and
+/// one being sent, so a slow reader holds about twice this.
+const STREAM_MAX_BYTES: usize = 1 << 20;
+/// `FetchStream`s open at once on this agent; more are refused with `RESOURCE_EXHAUSTED`.
+/// With [`STREAM_MAX_BYTES`], slow readers hold at most about 512 MiB in all.
+pub(crate) const MAX_FETCH_STREAMS: usize = 256;
 
 /// The produce/fetch service.
 #[derive(Debug, Clone)]
@@ -29,6 +37,7 @@ pub(crate) struct LogService {
     log: Log,
     metrics: DataMetrics,
     budget: RequestBudget,
+    fetch_streams: Arc<Semaphore>,
 }
 
 impl LogService {
@@ -37,6 +46,7 @@ impl LogService {
             log,
             metrics,
             budget,
+            fetch_streams: Arc::new(Semaphore::new(MAX_FETCH_STREAMS)),
         }
     }
 }
@@ -159,7 +169,14 @@ impl v1::log_service_server::LogService for LogService {
         let request = request.into_inner();
         let log = self.log.clone();
         let metrics = self.metrics.clone();
-        let (tx, rx) = mpsc::channel(16);
+        let Ok(slot) = Arc::clone(&self.fetch_streams).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "this agent already serves {MAX_FETCH_STREAMS} fetch streams; retry later or use another agent"
+            )));
+        };
+        // One answer queued: a reader that does not keep up holds back the fetching task
+        // instead of piling up answers.
+        let (tx, rx) = mpsc::channel(1);
         let span =
             info_span!("agent.fetch_stream", topic = %request.topic, partition = request.partition);
         // Fail fast on a bad topic or offset, before the stream starts.
@@ -170,6 +187,7 @@ impl v1::log_service_server::LogService for LogService {
             request.max_bytes,
             STREAM_POLL_WAIT,
         );
+        fetch.max_bytes = fetch.max_bytes.min(STREAM_MAX_BYTES);
         let first = fetch_once(
             &log,
             &metrics,
@@ -182,6 +200,8 @@ impl v1::log_service_server::LogService for LogService {
         .await?;
         tokio::spawn(
             async move {
+                // The stream's slot is free again when this task ends.
+                let _slot = slot;
                 let mut next = first;
                 loop {
                     fetch.offset = next.next_offset;

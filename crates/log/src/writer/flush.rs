@@ -123,6 +123,12 @@ pub(crate) async fn run_flusher(deps: FlushDeps, shutdown: CancellationToken) {
                 let mut state = job_deps.writer.lock();
                 for key in keys {
                     Writer::fail_uncommitted(&mut state, key, &error, InFlight::MayHaveLanded);
+                    // The commit may have landed without the writer hearing of it: re-read the
+                    // state through a re-claim before appending again.
+                    if let Some(leader) = state.leaders.get_mut(&key) {
+                        leader.accepting = false;
+                        let _ = job_deps.resync.send(key);
+                    }
                 }
             }
             let _ = done_tx.send(());
@@ -197,21 +203,16 @@ async fn upload(
 ) -> Result<Vec<PlacedChunk>, (LogError, Vec<PartitionKey>)> {
     let keys: Vec<PartitionKey> = chunks.keys().copied().collect();
     let fail = |error: LogError| (error, keys.clone());
-    let mut builder = SegmentBuilder::new();
-    for (key, chunk) in &chunks {
-        for batch in &chunk.batches {
-            // Validation already parsed and verified these bytes; parsing again only reads
-            // the header.
-            let internal = |error: &dyn std::fmt::Display| {
-                fail(LogError::Internal(format!("building segment: {error}")))
-            };
-            let parsed = RecordBatch::parse(batch.bytes.clone()).map_err(|e| internal(&e))?;
-            builder
-                .add_batch(key.0, key.1, &parsed)
-                .map_err(|e| internal(&e))?;
-        }
-    }
-    let (object, metas) = builder.finish();
+    // Laying out megabytes and checksumming them is CPU work: off the async workers, so the
+    // lease keep-alive and the requests of other clients never wait behind it.
+    let (chunks, built) = tokio::task::spawn_blocking(move || {
+        let built = build_segment(&chunks);
+        (chunks, built)
+    })
+    .await
+    .map_err(|error| fail(LogError::Internal(format!("building segment: {error}"))))?;
+    let (object, metas) =
+        built.map_err(|error| fail(LogError::Internal(format!("building segment: {error}"))))?;
     let now_ms = deps.clock.now_ms();
     let path = shale_storage::paths::segment_path(deps.object_ids.next_id());
     let size = object.len() as u64;
@@ -228,7 +229,14 @@ async fn upload(
         })?;
     deps.metrics.segments_uploaded.inc();
     deps.metrics.segment_bytes.inc_by(size);
-    deps.cache.insert_object(&path, &object);
+    // Write-through copies every block: also CPU work.
+    let cache = Arc::clone(&deps.cache);
+    let (cached_path, cached_object) = (path.clone(), object.clone());
+    if let Err(error) =
+        tokio::task::spawn_blocking(move || cache.insert_object(&cached_path, &cached_object)).await
+    {
+        warn!(%error, "could not write a segment through to the cache");
+    }
     let object_name = path.to_string();
     let mut by_key: BTreeMap<PartitionKey, OpenChunk> = chunks;
     let mut placed = Vec::with_capacity(metas.len());
@@ -257,6 +265,24 @@ async fn upload(
         });
     }
     Ok(placed)
+}
+
+/// Lays the chunks out as one segment object.
+fn build_segment(
+    chunks: &BTreeMap<PartitionKey, OpenChunk>,
+) -> Result<(bytes::Bytes, Vec<shale_format::ChunkMeta>), String> {
+    let mut builder = SegmentBuilder::new();
+    for (key, chunk) in chunks {
+        for batch in &chunk.batches {
+            // Validation already parsed and verified these bytes; parsing again only reads
+            // the header.
+            let parsed = RecordBatch::parse(batch.bytes.clone()).map_err(|e| e.to_string())?;
+            builder
+                .add_batch(key.0, key.1, &parsed)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(builder.finish())
 }
 
 /// Commits the chunks whose partitions are still led here in the same generation.
@@ -312,7 +338,9 @@ async fn commit(deps: &FlushDeps, placed: Vec<PlacedChunk>) {
                 deps.clock.now_ms(),
                 i64::try_from(deps.producer_expiry.as_millis()).unwrap_or(i64::MAX),
                 &chunk.producer_ids,
-                MAX_PRODUCER_WRITES_PER_COMMIT.saturating_sub(changed.len()),
+                // A budget of its own: deletions keep up even when every segment brings
+                // new producers, so the count per partition stays near its cap.
+                MAX_PRODUCER_WRITES_PER_COMMIT,
             );
             let producer_writes: Vec<(i64, Option<ProducerState>)> = changed
                 .iter()

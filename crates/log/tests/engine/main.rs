@@ -87,45 +87,62 @@ async fn a_second_process_with_the_same_agent_id_is_refused() {
     assert_eq!(acks[0].base_offset, 1, "the first process still leads");
 }
 
-/// A process that remembers its previous registration's lease (its lease file) takes its id
-/// over at once, without waiting for that lease to expire.
+/// A process that crashed left its registration behind (its lease still alive for 30 s);
+/// its successor, reading the lease it remembered in its lease file, takes the id over at
+/// once instead of waiting for that lease to expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_process_takes_over_its_own_registration_at_once() {
+    let h = Harness::start(Backends::EtcdS3).await;
     let dir = tempfile::tempdir().unwrap();
+    let lease_file = dir.path().join("agent-lease");
+    // What the crashed process left: its agent key under its live lease, and the lease id
+    // in its lease file (no process holds the file any more).
+    let keys = harness::test_keys();
+    let lease = h.meta().lease_grant(Duration::from_secs(30)).await.unwrap();
+    h.meta()
+        .txn(
+            shale_meta::Txn::new().and_then([shale_meta::TxnOp::put_with_lease(
+                keys.agent("crashed"),
+                b"{}".to_vec(),
+                lease.id,
+            )]),
+        )
+        .await
+        .unwrap();
+    std::fs::write(&lease_file, lease.id.to_string()).unwrap();
     let config = shale_log::LogConfig {
-        lease_file: Some(dir.path().join("agent-lease")),
-        lease_ttl: Duration::from_secs(30),
+        agent_id: "crashed".to_owned(),
+        lease_file: Some(lease_file.clone()),
         ..test_config()
     };
-    let h = Harness::start_with(Backends::EtcdS3, config.clone()).await;
-    h.create_topic("again", 1).await;
-    h.produce_ok(produce_to("again", 0, &["a"])).await;
-    // The first process is still registered (as after kill -9): the second one, reading the
-    // same lease file, proves the registration its own.
     let started = tokio::time::Instant::now();
-    let second = h.open_another(config, 101).await.unwrap();
+    let successor = h.open_another(config.clone(), 101).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "no wait for the 30 s lease: {:?}",
         started.elapsed()
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !second.leads("again", 0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the restarted process leads"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let acks = second
-        .produce(produce_to("again", 0, &["b"]))
+    assert_ne!(
+        std::fs::read_to_string(&lease_file).unwrap(),
+        lease.id.to_string()
+    );
+
+    // A second live process using the same lease file cannot take the id from the first:
+    // the first holds the file, so the second does not trust it and is refused.
+    let short = shale_log::LogConfig {
+        lease_ttl: Duration::from_secs(2),
+        ..config
+    };
+    let error = h
+        .open_another(short, 102)
         .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    assert_eq!(acks[0].base_offset, 1);
-    second.shutdown().await;
+        .expect_err("the id is live");
+    assert!(matches!(error, LogError::AgentIdInUse { .. }), "{error}");
+    assert!(
+        successor.is_ready(),
+        "the live process kept its registration"
+    );
+    successor.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,6 +754,23 @@ async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
     assert!(
         stored.iter().all(|offset| offset.offset == 5),
         "the part that was applied was rolled back"
+    );
+    // The second transaction lands but its answer is lost: it is rolled back too.
+    h.meta_faults.fail_txns_writing(
+        harness::test_keys().group_offset("g", "wide", 150),
+        TxnFault::LoseAnswer,
+        1,
+    );
+    let error = h
+        .log()
+        .commit_group_offsets("g", "wide", &commit(11))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    let stored = h.log().fetch_group_offsets("g", "wide", &[]).await.unwrap();
+    assert!(
+        stored.iter().all(|offset| offset.offset == 5),
+        "a landed part whose answer was lost was rolled back as well"
     );
 
     let mut too_big = commit(7);
