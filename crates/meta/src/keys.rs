@@ -277,6 +277,41 @@ impl Keys {
         self.prefix(&[GROUPS])
     }
 
+    /// The key of `parsed`'s parts: the inverse of [`Keys::parse`].
+    pub fn build(&self, parsed: &ParsedKey) -> Vec<u8> {
+        match parsed {
+            ParsedKey::Agent { agent_id } => self.agent(agent_id),
+            ParsedKey::Topic { name } => self.topic(name),
+            ParsedKey::PartitionState {
+                topic_id,
+                partition,
+            } => self.partition_state(*topic_id, *partition),
+            ParsedKey::PartitionLeader {
+                topic_id,
+                partition,
+            } => self.partition_leader(*topic_id, *partition),
+            ParsedKey::PartitionLogStart {
+                topic_id,
+                partition,
+            } => self.partition_log_start(*topic_id, *partition),
+            ParsedKey::PartitionProducer {
+                topic_id,
+                partition,
+                producer_id,
+            } => self.partition_producer(*topic_id, *partition, *producer_id),
+            ParsedKey::IndexEntry {
+                topic_id,
+                partition,
+                base_offset,
+            } => self.index_entry(*topic_id, *partition, *base_offset),
+            ParsedKey::GroupOffset {
+                group,
+                topic,
+                partition,
+            } => self.group_offset(group, topic, *partition),
+        }
+    }
+
     /// Splits a key of this layout into its parts; `None` for any other key (another root,
     /// another layout, a malformed segment).
     pub fn parse(&self, key: &[u8]) -> Option<ParsedKey> {
@@ -504,40 +539,6 @@ mod tests {
         ]
     }
 
-    fn build(keys: &Keys, parsed: &ParsedKey) -> Vec<u8> {
-        match parsed {
-            ParsedKey::Agent { agent_id } => keys.agent(agent_id),
-            ParsedKey::Topic { name } => keys.topic(name),
-            ParsedKey::PartitionState {
-                topic_id,
-                partition,
-            } => keys.partition_state(*topic_id, *partition),
-            ParsedKey::PartitionLeader {
-                topic_id,
-                partition,
-            } => keys.partition_leader(*topic_id, *partition),
-            ParsedKey::PartitionLogStart {
-                topic_id,
-                partition,
-            } => keys.partition_log_start(*topic_id, *partition),
-            ParsedKey::PartitionProducer {
-                topic_id,
-                partition,
-                producer_id,
-            } => keys.partition_producer(*topic_id, *partition, *producer_id),
-            ParsedKey::IndexEntry {
-                topic_id,
-                partition,
-                base_offset,
-            } => keys.index_entry(*topic_id, *partition, *base_offset),
-            ParsedKey::GroupOffset {
-                group,
-                topic,
-                partition,
-            } => keys.group_offset(group, topic, *partition),
-        }
-    }
-
     #[test]
     fn layout_is_as_documented() {
         let keys = Keys::default();
@@ -603,7 +604,7 @@ mod tests {
         #[test]
         fn keys_round_trip(parsed in any_key()) {
             let keys = Keys::default();
-            let key = build(&keys, &parsed);
+            let key = keys.build(&parsed);
             prop_assert_eq!(keys.parse(&key), Some(parsed));
         }
 
@@ -611,7 +612,7 @@ mod tests {
         fn kinds_never_collide(a in any_key(), b in any_key()) {
             let keys = Keys::default();
             if a != b {
-                prop_assert_ne!(build(&keys, &a), build(&keys, &b));
+                prop_assert_ne!(keys.build(&a), keys.build(&b));
             }
         }
 
