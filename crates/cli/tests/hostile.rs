@@ -16,12 +16,6 @@ use support::{Agent, ok};
 use tonic::Code;
 use tonic::transport::Channel;
 
-fn log_tail(path: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
 /// The bound docs/operations.md states for an agent with default settings.
 const RSS_BOUND_BYTES: u64 = 1 << 30;
 
@@ -125,7 +119,7 @@ fn hostile_clients_do_not_exhaust_memory_and_a_good_client_is_served() {
     ok(&agent.shale(&["topic", "create", "hostile", "--partitions", "4"], ""));
     let addr = agent.addr.clone();
     let pid = agent.pid();
-    let log_path = agent.log_path();
+    let agent_ref = &agent;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -239,7 +233,7 @@ fn hostile_clients_do_not_exhaust_memory_and_a_good_client_is_served() {
         let Ok((served, slowest)) = good_client.join() else {
             panic!(
                 "the good client failed; the agent's log:\n{}",
-                log_tail(&log_path)
+                agent_ref.log_tail()
             );
         };
         println!(

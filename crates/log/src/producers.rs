@@ -195,20 +195,28 @@ pub(crate) fn to_forget(
     keep: &std::collections::HashSet<i64>,
     room: usize,
 ) -> Vec<i64> {
+    // The common case on every commit: nothing idle, nothing over the cap. One pass, no
+    // allocation, before sorting anything.
+    let cutoff = now_ms.saturating_sub(expiry_ms);
+    let new = keep.iter().filter(|id| !producers.contains_key(id)).count();
+    if producers.len() + new <= MAX_PRODUCERS_PER_PARTITION
+        && producers
+            .iter()
+            .all(|(id, state)| keep.contains(id) || state.last_active_ms >= cutoff)
+    {
+        return Vec::new();
+    }
     let mut by_age: Vec<(i64, i64)> = producers
         .iter()
         .filter(|(id, _)| !keep.contains(id))
         .map(|(id, state)| (state.last_active_ms, *id))
         .collect();
     by_age.sort_unstable();
-    let excess = (producers.len() + keep.iter().filter(|id| !producers.contains_key(id)).count())
-        .saturating_sub(MAX_PRODUCERS_PER_PARTITION);
+    let excess = (producers.len() + new).saturating_sub(MAX_PRODUCERS_PER_PARTITION);
     by_age
         .into_iter()
         .enumerate()
-        .take_while(|(rank, (active, _))| {
-            *rank < excess || *active < now_ms.saturating_sub(expiry_ms)
-        })
+        .take_while(|(rank, (active, _))| *rank < excess || *active < cutoff)
         .map(|(_, (_, id))| id)
         .take(room)
         .collect()

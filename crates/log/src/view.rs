@@ -808,17 +808,7 @@ mod tests {
     fn records_that_make_no_sense_are_skipped() {
         let keys = Keys::new("/t");
         let view = ClusterView::new(keys.clone());
-        let put = |key: Vec<u8>, value: Vec<u8>, revision| WatchEvent {
-            kind: EventKind::Put,
-            kv: KeyValue {
-                key,
-                value,
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-                lease: 0,
-            },
-        };
+        let put = WatchEvent::put;
         let id = TopicId([9; 16]);
         let empty = TopicRecord {
             id,

@@ -360,6 +360,24 @@ pub struct WatchEvent {
     pub kv: KeyValue,
 }
 
+impl WatchEvent {
+    /// The event of a put that created or replaced `key` at `revision` (how a writer
+    /// publishes its own commit before the watch delivers it).
+    pub fn put(key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Self {
+        Self {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key,
+                value,
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            },
+        }
+    }
+}
+
 /// A stream of watch events in revision order. It ends with an error (e.g.
 /// [`MetaError::Compacted`]) if the store can no longer deliver every event.
 pub type WatchStream = BoxStream<'static, Result<WatchEvent, MetaError>>;

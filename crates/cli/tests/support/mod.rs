@@ -183,12 +183,6 @@ impl Agent {
     }
 
     /// The last lines the agent logged.
-    /// The running agent's log file.
-    #[allow(dead_code)] // not every test binary that shares this module uses it
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join(format!("agent-{}.log", self.starts))
-    }
-
     pub fn log_tail(&self) -> String {
         self.process
             .as_ref()

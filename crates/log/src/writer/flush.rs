@@ -13,8 +13,8 @@ use shale_common::Clock;
 use shale_format::{RecordBatch, SegmentBuilder};
 use shale_meta::records::{IndexEntry, PartitionState, ProducerState, Record};
 use shale_meta::{
-    CommitOptions, CommitOutcome, EventKind, KeyValue, Keys, MetaError, MetaStore, PartitionCommit,
-    WatchEvent, commit_segment,
+    CommitOptions, CommitOutcome, Keys, MetaError, MetaStore, PartitionCommit, WatchEvent,
+    commit_segment,
 };
 use shale_storage::{BlockCache, ObjectIdGenerator};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -520,22 +520,12 @@ fn commit_events(
     entry: &IndexEntry,
     revision: shale_meta::Revision,
 ) -> Vec<WatchEvent> {
-    let event = |key: Vec<u8>, value: Vec<u8>| WatchEvent {
-        kind: EventKind::Put,
-        kv: KeyValue {
-            key,
-            value,
-            create_revision: revision,
-            mod_revision: revision,
-            version: 1,
-            lease: 0,
-        },
-    };
     vec![
-        event(
+        WatchEvent::put(
             keys.index_entry(key.0, key.1, entry.base_offset),
             entry.encode(),
+            revision,
         ),
-        event(keys.partition_state(key.0, key.1), state.encode()),
+        WatchEvent::put(keys.partition_state(key.0, key.1), state.encode(), revision),
     ]
 }

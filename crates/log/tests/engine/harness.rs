@@ -94,7 +94,7 @@ impl Harness {
         let faults = FaultInjector::new(seeded_rng(3));
         let meta_faults = MetaFaults::new();
         let storage_metrics = StorageMetrics::default();
-        let (log, cache) = open_log(
+        let (log, cache) = try_open_log(
             &with_faults(&meta, &meta_faults),
             &store_config,
             &faults,
@@ -103,7 +103,8 @@ impl Harness {
             0,
             config.clone(),
         )
-        .await;
+        .await
+        .unwrap();
         let harness = Self {
             backends,
             meta: Some(meta),
@@ -153,7 +154,7 @@ impl Harness {
             self.meta = Some(open_embedded(self.dir.path()).await);
         }
         self.cache_generation += 1;
-        let (log, cache) = open_log(
+        let (log, cache) = try_open_log(
             &with_faults(self.meta(), &self.meta_faults),
             &self.store_config,
             &self.faults,
@@ -162,7 +163,8 @@ impl Harness {
             self.cache_generation,
             self.config.clone(),
         )
-        .await;
+        .await
+        .unwrap();
         self.log = Some(log);
         self.cache = cache;
         self.wait_ready().await;
@@ -279,28 +281,6 @@ async fn open_embedded(dir: &std::path::Path) -> Arc<dyn MetaStore> {
 /// The store as the engine sees it: with the harness's metadata faults.
 fn with_faults(meta: &Arc<dyn MetaStore>, faults: &MetaFaults) -> Arc<dyn MetaStore> {
     Arc::new(FaultyMetaStore::new(Arc::clone(meta), faults.clone()))
-}
-
-async fn open_log(
-    meta: &Arc<dyn MetaStore>,
-    store_config: &ObjectStoreConfig,
-    faults: &FaultInjector,
-    storage_metrics: &StorageMetrics,
-    dir: &std::path::Path,
-    cache_generation: u32,
-    config: LogConfig,
-) -> (Log, Arc<BlockCache>) {
-    try_open_log(
-        meta,
-        store_config,
-        faults,
-        storage_metrics,
-        dir,
-        cache_generation,
-        config,
-    )
-    .await
-    .unwrap()
 }
 
 async fn try_open_log(
