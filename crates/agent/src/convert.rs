@@ -1,6 +1,7 @@
 //! Conversions between the wire types of `shale.v1` and the engine's types, validated once
 //! at the boundary.
 
+use bytes::Bytes;
 use shale_format::{Compression, DecodedRecord, Header, Record};
 use shale_log::{
     LogError, PartitionAck, PartitionDescription, ProduceRecords, ProducerIdentity,
@@ -8,8 +9,58 @@ use shale_log::{
 };
 use shale_proto::v1;
 
+/// A native produce request in one of its two forms.
+#[derive(Debug)]
+pub(crate) enum Produce {
+    /// Records the engine encodes.
+    Records(ProduceRecords),
+    /// Client-encoded RecordBatch v2 bytes for one partition, stored as they are.
+    Batches {
+        topic: String,
+        partition: u32,
+        batches: Bytes,
+        expected_next_offset: Option<i64>,
+    },
+}
+
 /// A native produce request as the engine takes it.
-pub(crate) fn produce_request(request: v1::ProduceRequest) -> Result<ProduceRecords, LogError> {
+pub(crate) fn produce_request(request: v1::ProduceRequest) -> Result<Produce, LogError> {
+    if !request.record_batches.is_empty() {
+        return produce_batches(request);
+    }
+    produce_records(request).map(Produce::Records)
+}
+
+fn produce_batches(request: v1::ProduceRequest) -> Result<Produce, LogError> {
+    if !request.records.is_empty() {
+        return Err(LogError::InvalidRequest(
+            "a produce request carries records or record_batches, not both".to_owned(),
+        ));
+    }
+    let Some(partition) = request.partition else {
+        return Err(LogError::InvalidRequest(
+            "a produce request with record_batches needs a partition".to_owned(),
+        ));
+    };
+    if request.producer.is_some() {
+        return Err(LogError::InvalidRequest(
+            "a produce request with record_batches takes its producer id, epoch and sequence from the batches; leave producer unset".to_owned(),
+        ));
+    }
+    if compression(request.compression)?.is_some() {
+        return Err(LogError::InvalidRequest(
+            "a produce request with record_batches takes its codec from the batches; leave compression unspecified".to_owned(),
+        ));
+    }
+    Ok(Produce::Batches {
+        topic: request.topic,
+        partition,
+        batches: request.record_batches,
+        expected_next_offset: request.expected_next_offset,
+    })
+}
+
+fn produce_records(request: v1::ProduceRequest) -> Result<ProduceRecords, LogError> {
     let compression = compression(request.compression)?;
     let records = request
         .records

@@ -369,7 +369,7 @@ impl DataMetrics {
         );
         registry.register_with_unit(
             "shale_agent_produced",
-            "bytes of records (keys, values, headers) acknowledged to producers",
+            "bytes acknowledged to producers: keys, values and headers of records, or the record batches as sent",
             prometheus_client::registry::Unit::Bytes,
             metrics.produced_bytes.clone(),
         );
@@ -380,7 +380,7 @@ impl DataMetrics {
         );
         registry.register_with_unit(
             "shale_agent_fetched",
-            "bytes of records (keys, values, headers) returned to consumers",
+            "bytes returned to consumers: keys, values and headers of records, or the record batches as stored",
             prometheus_client::registry::Unit::Bytes,
             metrics.fetched_bytes.clone(),
         );

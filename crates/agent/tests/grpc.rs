@@ -198,6 +198,7 @@ on_both_backends!(
     fetch_stream_follows_the_tail,
     list_offsets_by_timestamp_is_exact,
     group_offsets_commit_and_fetch,
+    record_batches_are_stored_and_served_as_sent,
 );
 
 async fn bad_input_gets_the_right_status(backends: Backends) {
@@ -421,6 +422,7 @@ async fn fetch_stream_follows_the_tail(backends: Backends) {
             partition: 0,
             offset: 0,
             max_bytes: 0,
+            record_batches: false,
         })
         .await
         .unwrap()
@@ -449,6 +451,7 @@ async fn fetch_stream_follows_the_tail(backends: Backends) {
                 partition: 3,
                 offset: 0,
                 max_bytes: 0,
+                record_batches: false,
             })
             .await,
         Code::NotFound,
@@ -665,6 +668,7 @@ async fn grpc_data_and_process_metrics_follow_the_calls() {
             partition: 0,
             offset: 0,
             max_bytes: 0,
+            record_batches: false,
         })
         .await
         .unwrap()
@@ -778,4 +782,257 @@ async fn an_unreachable_object_store_fails_start_clearly() {
     };
     let error = RunningAgent::start(config).await.unwrap_err().to_string();
     assert!(error.starts_with("object store:"), "{error}");
+}
+
+/// Records as a client would encode them into one RecordBatch v2.
+fn client_batch(
+    values: &[&str],
+    compression: shale_format::Compression,
+    producer: Option<(i64, i16, i32)>,
+) -> bytes::Bytes {
+    let records: Vec<shale_format::Record> = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| shale_format::Record {
+            key: Some(bytes::Bytes::from(format!("k{index}"))),
+            value: Some(bytes::Bytes::from(value.to_string())),
+            headers: vec![shale_format::Header {
+                key: "h".into(),
+                value: Some(bytes::Bytes::from_static(b"v")),
+            }],
+            timestamp_ms: 1_700_000_000_000 + index as i64,
+        })
+        .collect();
+    let mut options = shale_format::BatchOptions {
+        compression,
+        ..shale_format::BatchOptions::default()
+    };
+    if let Some((id, epoch, sequence)) = producer {
+        options.producer_id = id;
+        options.producer_epoch = epoch;
+        options.base_sequence = sequence;
+    }
+    shale_format::encode_batch(&records, &options).unwrap()
+}
+
+fn batch_produce(partition: u32, batches: bytes::Bytes) -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        topic: "raw".to_owned(),
+        partition: Some(partition),
+        record_batches: batches,
+        ..v1::ProduceRequest::default()
+    }
+}
+
+/// Client-encoded batches are checked, stored byte for byte (only the offsets and leader
+/// epoch the log assigns differ) and served back without re-encoding; every malformed or
+/// contradictory request is refused with INVALID_ARGUMENT and changes nothing.
+async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
+    use shale_format::{BatchIter, Compression};
+    let f = Fixture::start(backends).await;
+    f.create_topic("raw", 2, &[("max.message.bytes", "2000")])
+        .await;
+    let mut log = f.log();
+
+    let plain = client_batch(&["a", "b", "c"], Compression::None, None);
+    let ack = log
+        .produce(batch_produce(1, plain.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            ack.acks[0].base_offset,
+            ack.acks[0].last_offset,
+            ack.acks[0].record_count
+        ),
+        (0, 2, 3)
+    );
+    // Idempotent and compressed: a retry gets the same offsets and writes nothing.
+    let idempotent = client_batch(&["d", "e"], Compression::Zstd, Some((7, 0, 0)));
+    let first = log
+        .produce(batch_produce(1, idempotent.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let retried = log
+        .produce(batch_produce(1, idempotent.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.acks, retried.acks);
+    assert_eq!(
+        (first.acks[0].base_offset, first.acks[0].last_offset),
+        (3, 4)
+    );
+
+    // Refused, each with its reason, and nothing written.
+    let mut corrupt = plain.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    expect_status(
+        log.produce(batch_produce(1, corrupt.into())).await,
+        Code::InvalidArgument,
+        "crc",
+    );
+    expect_status(
+        log.produce(batch_produce(1, plain.slice(..plain.len() - 3)))
+            .await,
+        Code::InvalidArgument,
+        "invalid record batch",
+    );
+    let mut both = batch_produce(1, plain.clone());
+    both.records = vec![record("x", None)];
+    expect_status(
+        log.produce(both).await,
+        Code::InvalidArgument,
+        "records or record_batches, not both",
+    );
+    let mut keyed = batch_produce(1, plain.clone());
+    keyed.partition = None;
+    expect_status(
+        log.produce(keyed).await,
+        Code::InvalidArgument,
+        "needs a partition",
+    );
+    let mut with_producer = batch_produce(1, plain.clone());
+    with_producer.producer = Some(v1::ProducerIdentity::default());
+    expect_status(
+        log.produce(with_producer).await,
+        Code::InvalidArgument,
+        "leave producer unset",
+    );
+    let mut with_codec = batch_produce(1, plain.clone());
+    with_codec.compression = v1::Compression::Gzip as i32;
+    expect_status(
+        log.produce(with_codec).await,
+        Code::InvalidArgument,
+        "leave compression unspecified",
+    );
+    let big = "x".repeat(2_500);
+    expect_status(
+        log.produce(batch_produce(
+            1,
+            client_batch(&[&big], Compression::None, None),
+        ))
+        .await,
+        Code::InvalidArgument,
+        "max.message.bytes",
+    );
+    let mut conditional = batch_produce(1, plain.clone());
+    conditional.expected_next_offset = Some(99);
+    expect_status(
+        log.produce(conditional).await,
+        Code::FailedPrecondition,
+        "raw/1 is at 5",
+    );
+
+    // Served as stored: whole batches from the one holding offset 1, bytes as sent.
+    let fetched = log
+        .fetch(v1::FetchRequest {
+            record_batches: true,
+            ..fetch("raw", 1, 1)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fetched.records.is_empty());
+    assert_eq!((fetched.high_watermark, fetched.next_offset), (5, 5));
+    let batches: Vec<_> = BatchIter::new(fetched.record_batches.clone())
+        .verifying()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(batches.len(), 2);
+    assert_eq!((batches[0].base_offset(), batches[1].base_offset()), (0, 3));
+    // From the magic byte on (CRC, attributes, records) the stored batch is the sent one.
+    assert_eq!(batches[0].as_bytes()[16..], plain[16..]);
+    assert_eq!(batches[1].as_bytes()[16..], idempotent[16..]);
+    let values: Vec<_> = batches
+        .iter()
+        .flat_map(|batch| batch.records().unwrap())
+        .map(|record| (record.offset, record.record.value.unwrap()))
+        .collect();
+    assert_eq!(
+        values,
+        ["a", "b", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(offset, value)| (offset as i64, bytes::Bytes::from(*value)))
+            .collect::<Vec<_>>()
+    );
+    // max_records counts whole batches' records from the requested offset.
+    let one = log
+        .fetch(v1::FetchRequest {
+            record_batches: true,
+            max_records: 1,
+            ..fetch("raw", 1, 1)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.next_offset, 3);
+    assert_eq!(BatchIter::new(one.record_batches).count(), 1);
+    // The record form of the same data, decoded by the agent, agrees.
+    let decoded = log.fetch(fetch("raw", 1, 1)).await.unwrap().into_inner();
+    assert_eq!(
+        decoded
+            .records
+            .iter()
+            .map(|record| (
+                record.offset,
+                record.timestamp_ms,
+                record.key.clone().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, 1_700_000_000_001, bytes::Bytes::from("k1")),
+            (2, 1_700_000_000_002, bytes::Bytes::from("k2")),
+            (3, 1_700_000_000_000, bytes::Bytes::from("k0")),
+            (4, 1_700_000_000_001, bytes::Bytes::from("k1")),
+        ]
+    );
+    // The stream serves batches too, and the SDK decodes them by default.
+    let mut stream = log
+        .fetch_stream(v1::FetchStreamRequest {
+            topic: "raw".to_owned(),
+            partition: 1,
+            offset: 4,
+            max_bytes: 0,
+            record_batches: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let streamed = stream.message().await.unwrap().unwrap();
+    assert_eq!(BatchIter::new(streamed.record_batches).count(), 1);
+    assert_eq!(streamed.next_offset, 5);
+    drop(stream);
+
+    let client = shale_client::Client::from_channel(f.channel.clone(), "test");
+    let acked = client
+        .produce(
+            shale_client::ProduceRequest::new(
+                "raw",
+                [shale_client::Record::new("f").with_timestamp_ms(42)],
+            )
+            .with_partition(1)
+            .with_client_encoding(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked.partitions[0].base_offset, 5);
+    let read = client
+        .fetch("raw", 1, 4, shale_client::FetchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        read.records
+            .iter()
+            .map(|record| (record.offset, record.value.clone().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![(4, bytes::Bytes::from("e")), (5, bytes::Bytes::from("f"))]
+    );
+    assert_eq!(read.records[1].timestamp_ms, 42);
+    assert_eq!(read.next_offset, 6);
+    f.shutdown().await;
 }

@@ -84,6 +84,7 @@ fn well_behaved(addr: &str, done: &std::sync::atomic::AtomicBool) -> (usize, Dur
                     max_bytes: 0,
                     max_records: 1,
                     max_wait_ms: 0,
+                    record_batches: false,
                 })
                 .await
             };
@@ -147,6 +148,7 @@ fn hostile_clients_do_not_exhaust_memory_and_a_good_client_is_served() {
                         partition: 0,
                         offset: 0,
                         max_bytes: u32::MAX,
+                        record_batches: false,
                     })
                     .await
                 {

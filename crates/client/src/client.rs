@@ -11,9 +11,9 @@ use shale_proto::v1::log_service_client::LogServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::{
-    ClientError, Consumer, FetchOptions, FetchStream, FetchedBatch, GroupOffset, OffsetSpec,
-    PartitionOffset, ProduceAck, ProduceRequest, Producer, ProducerOptions, TopicDescription,
-    TopicInfo,
+    ClientError, Consumer, Encoding, FetchOptions, FetchStream, FetchedBatch, GroupOffset,
+    OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Producer, ProducerOptions,
+    TopicDescription, TopicInfo,
 };
 
 /// Largest message sent or accepted, matching the agent's limit: a fetch of big records or a
@@ -49,6 +49,8 @@ pub struct Client {
     log: LogServiceClient<Channel>,
     admin: AdminServiceClient<Channel>,
     groups: GroupServiceClient<Channel>,
+    /// Ask fetches for stored batches and decode them here ([`Encoding::Client`]).
+    fetch_batches: bool,
 }
 
 impl Client {
@@ -106,7 +108,17 @@ impl Client {
             groups: GroupServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            fetch_batches: true,
         }
+    }
+
+    /// Who decodes fetched records. [`Encoding::Client`] (the default): the agent sends the
+    /// stored batches as they are and the SDK checks their CRC32C and decodes them, the least
+    /// work for the agent. [`Encoding::Agent`]: the agent decodes and sends records one by one.
+    #[must_use]
+    pub fn with_fetch_encoding(mut self, encoding: Encoding) -> Self {
+        self.fetch_batches = encoding == Encoding::Client;
+        self
     }
 
     /// The agent address, as shown in error messages.
@@ -239,6 +251,8 @@ impl Client {
             max_bytes: options.max_bytes,
             max_records: options.max_records,
             max_wait_ms: u32::try_from(options.max_wait.as_millis()).unwrap_or(u32::MAX),
+            // Stored batches, decoded here: the agent sends them without touching a record.
+            record_batches: self.fetch_batches,
         };
         let response = self
             .log
@@ -247,7 +261,7 @@ impl Client {
             .await
             .map_err(|status| self.status(&status))?
             .into_inner();
-        Ok(response.into())
+        FetchedBatch::from_response(response, offset, options.max_records, &self.addr)
     }
 
     /// Follows one partition from `offset`: the agent streams batches as they are committed.
@@ -264,6 +278,7 @@ impl Client {
             partition,
             offset,
             max_bytes,
+            record_batches: self.fetch_batches,
         };
         let stream = self
             .log
@@ -272,7 +287,7 @@ impl Client {
             .await
             .map_err(|status| self.status(&status))?
             .into_inner();
-        Ok(FetchStream::new(stream, Arc::clone(&self.addr)))
+        Ok(FetchStream::new(stream, Arc::clone(&self.addr), offset))
     }
 
     /// A follower of one partition from `offset` that reopens its stream after retryable

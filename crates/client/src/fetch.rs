@@ -37,15 +37,80 @@ pub struct FetchedBatch {
     pub next_offset: i64,
 }
 
-impl From<v1::FetchResponse> for FetchedBatch {
-    fn from(response: v1::FetchResponse) -> Self {
-        Self {
+impl FetchedBatch {
+    /// The batch an answer carries: its `records`, or its `record_batches` decoded here
+    /// (each batch's CRC32C checked) into the records from `from` on, at most `max_records`
+    /// of them (0: all).
+    pub(crate) fn from_response(
+        response: v1::FetchResponse,
+        from: i64,
+        max_records: u32,
+        addr: &str,
+    ) -> Result<Self, ClientError> {
+        if response.record_batches.is_empty() {
+            return Ok(Self {
+                partition: response.partition,
+                records: response.records.into_iter().map(Into::into).collect(),
+                high_watermark: response.high_watermark,
+                log_start_offset: response.log_start_offset,
+                next_offset: response.next_offset,
+            });
+        }
+        let corrupt = |error: shale_format::BatchError| ClientError::Protocol {
+            addr: addr.to_owned(),
+            reason: format!(
+                "a fetched record batch of partition {} is damaged: {error}",
+                response.partition
+            ),
+        };
+        let limit = if max_records == 0 {
+            usize::MAX
+        } else {
+            max_records as usize
+        };
+        let mut records = Vec::new();
+        let mut next_offset = response.next_offset;
+        'batches: for batch in shale_format::BatchIter::new(response.record_batches.clone()) {
+            let batch = batch.map_err(corrupt)?;
+            if batch.last_offset() < from {
+                continue;
+            }
+            for decoded in batch.records().map_err(corrupt)? {
+                if decoded.offset < from || decoded.offset >= response.high_watermark {
+                    continue;
+                }
+                if records.len() >= limit {
+                    next_offset = decoded.offset;
+                    break 'batches;
+                }
+                records.push(stored_record(decoded));
+            }
+        }
+        Ok(Self {
             partition: response.partition,
-            records: response.records.into_iter().map(Into::into).collect(),
+            records,
             high_watermark: response.high_watermark,
             log_start_offset: response.log_start_offset,
-            next_offset: response.next_offset,
-        }
+            next_offset,
+        })
+    }
+}
+
+fn stored_record(decoded: shale_format::DecodedRecord) -> StoredRecord {
+    StoredRecord {
+        offset: decoded.offset,
+        timestamp_ms: decoded.record.timestamp_ms,
+        key: decoded.record.key,
+        value: decoded.record.value,
+        headers: decoded
+            .record
+            .headers
+            .into_iter()
+            .map(|header| crate::Header {
+                key: header.key,
+                value: header.value,
+            })
+            .collect(),
     }
 }
 
@@ -56,11 +121,17 @@ impl From<v1::FetchResponse> for FetchedBatch {
 pub struct FetchStream {
     inner: Streaming<v1::FetchResponse>,
     addr: Arc<str>,
+    /// The next offset to return: answers of stored batches may start before it.
+    position: i64,
 }
 
 impl FetchStream {
-    pub(crate) fn new(inner: Streaming<v1::FetchResponse>, addr: Arc<str>) -> Self {
-        Self { inner, addr }
+    pub(crate) fn new(inner: Streaming<v1::FetchResponse>, addr: Arc<str>, offset: i64) -> Self {
+        Self {
+            inner,
+            addr,
+            position: offset,
+        }
     }
 }
 
@@ -71,9 +142,11 @@ impl Stream for FetchStream {
         let this = self.get_mut();
         Pin::new(&mut this.inner).poll_next(cx).map(|item| {
             item.map(|result| {
-                result
-                    .map(FetchedBatch::from)
-                    .map_err(|status| ClientError::from_status(&status, &this.addr))
+                let response =
+                    result.map_err(|status| ClientError::from_status(&status, &this.addr))?;
+                let batch = FetchedBatch::from_response(response, this.position, 0, &this.addr)?;
+                this.position = this.position.max(batch.next_offset);
+                Ok(batch)
             })
         })
     }

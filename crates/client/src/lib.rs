@@ -44,7 +44,9 @@ pub use consumer::Consumer;
 pub use error::ClientError;
 pub use fetch::{FetchOptions, FetchStream, FetchedBatch};
 pub use offsets::{GroupOffset, OffsetSpec, PartitionOffset};
-pub use produce::{Compression, PartitionAck, ProduceAck, ProduceRequest, ProducerIdentity};
+pub use produce::{
+    Compression, Encoding, PartitionAck, ProduceAck, ProduceRequest, ProducerIdentity,
+};
 pub use producer::{AckFuture, Producer, ProducerOptions};
 pub use record::{Header, Record, StoredRecord};
 pub use tls::ClientTls;

@@ -112,6 +112,20 @@ pub struct FetchedBatches {
     pub log_start: i64,
 }
 
+/// Stored batches in one buffer, as the native API's `record_batches` answer carries them.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedBytes {
+    /// Whole RecordBatch v2 batches back to back; the first may start before the requested
+    /// offset. A copy: it does not keep the chunk it came from alive.
+    pub bytes: Bytes,
+    /// Records at or after the requested offset in `bytes` (by offset range).
+    pub record_count: u64,
+    pub high_watermark: i64,
+    pub log_start: i64,
+    /// Where the next fetch should start.
+    pub next_offset: i64,
+}
+
 /// Decoded records at or after the requested offset, below the high watermark.
 #[derive(Debug, Clone, Default)]
 pub struct FetchedRecords {
@@ -265,16 +279,57 @@ impl Log {
         let offset = request.offset;
         let high_watermark = fetched.high_watermark;
         let batches = fetched.batches;
-        let (records, next_offset) = tokio::task::spawn_blocking(move || {
-            decode_records(&batches, offset, high_watermark, max_records, max_bytes)
-        })
-        .await
-        .map_err(|error| LogError::Internal(format!("decoding task failed: {error}")))??;
+        let compressed = batches
+            .iter()
+            .any(|batch| batch.compression() != shale_format::Compression::None);
+        let (records, next_offset) = self
+            .run_blocking("decoding", compressed, move || {
+                decode_records(&batches, offset, high_watermark, max_records, max_bytes)
+            })
+            .await?;
         Ok(FetchedRecords {
             records,
             high_watermark,
             log_start: fetched.log_start,
             next_offset: next_offset.min(high_watermark).max(offset),
+        })
+    }
+
+    /// Reads stored batches from `request.offset` as [`Log::fetch`] does and returns them as
+    /// one buffer, without decoding a record: whole batches until `max_bytes` (capped at
+    /// [`MAX_FETCH_BYTES`]) or, with `max_records` > 0, until they hold that many records
+    /// from the requested offset on. The chunk checksum was checked on the way in; each batch
+    /// keeps its own CRC32C for the reader.
+    pub async fn fetch_bytes(
+        &self,
+        request: &FetchRequest,
+        max_records: usize,
+    ) -> Result<FetchedBytes, LogError> {
+        let fetched = self.fetch(request).await?;
+        let mut kept = 0;
+        let mut record_count = 0u64;
+        let mut next_offset = request.offset;
+        for batch in &fetched.batches {
+            if max_records > 0 && record_count >= max_records as u64 {
+                break;
+            }
+            let first = batch.base_offset().max(request.offset);
+            record_count += u64::try_from(batch.last_offset() - first + 1).unwrap_or(0);
+            next_offset = next_offset.max(batch.last_offset() + 1);
+            kept += 1;
+        }
+        let batches = &fetched.batches[..kept];
+        let mut bytes =
+            bytes::BytesMut::with_capacity(batches.iter().map(RecordBatch::byte_len).sum());
+        for batch in batches {
+            bytes.extend_from_slice(batch.as_bytes());
+        }
+        Ok(FetchedBytes {
+            bytes: bytes.freeze(),
+            record_count,
+            high_watermark: fetched.high_watermark,
+            log_start: fetched.log_start,
+            next_offset: next_offset.min(fetched.high_watermark).max(request.offset),
         })
     }
 

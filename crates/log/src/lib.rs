@@ -39,7 +39,8 @@ pub use admin::{PartitionDescription, TopicDescription};
 pub use config::{LogConfig, default_agent_id};
 pub use error::LogError;
 pub use fetch::{
-    DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedRecords, MAX_FETCH_BYTES,
+    DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedBytes, FetchedRecords,
+    MAX_FETCH_BYTES,
 };
 pub use groups::{GroupOffset, MAX_GROUP_NAME_LEN, MAX_OFFSET_METADATA_BYTES};
 pub use leadership::AgentAddresses;
@@ -91,9 +92,18 @@ struct Inner {
     background_shutdown: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Bounds how many compressed batches are decompressed at once (see [`DECODE_SLOTS`]).
+    decode_slots: Arc<tokio::sync::Semaphore>,
     /// Held for the life of the engine (see `lock_lease_file`).
     _lease_lock: Option<std::fs::File>,
 }
+
+/// Compressed batches decompressed at once, over every request: a batch's records section
+/// may decompress to 64 MiB ([`shale_format::DEFAULT_MAX_DECOMPRESSED_BYTES`]) from a few
+/// kilobytes on the wire, so without a bound many small requests together could take
+/// gigabytes. Decompression is CPU-bound work off the async workers; more slots than this
+/// would not make it faster on the machines an agent runs on.
+pub const DECODE_SLOTS: usize = 4;
 
 /// Opens the lease file and locks it exclusively (an advisory lock the OS drops when the
 /// process dies); `None` if another live process holds it or it cannot be opened.
@@ -231,6 +241,7 @@ impl Log {
                 tasks: std::sync::Mutex::new(vec![view_task, leadership_task]),
                 _lease_lock: lease_lock,
                 flusher: std::sync::Mutex::new(Some(flusher)),
+                decode_slots: Arc::new(tokio::sync::Semaphore::new(DECODE_SLOTS)),
             }),
         })
     }
@@ -271,6 +282,33 @@ impl Log {
             warn!(%error, "could not revoke the agent lease; it expires on its own");
         }
         info!(agent_id = %self.inner.config.agent_id, "engine stopped");
+    }
+
+    /// Runs CPU-bound batch work (CRC, compression, decoding) off the async workers. Work
+    /// that decompresses first takes one of the [`DECODE_SLOTS`], held until the work ends
+    /// even if the caller gives up on it.
+    pub(crate) async fn run_blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        decompresses: bool,
+        work: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let slot = if decompresses {
+            Some(
+                Arc::clone(&self.inner.decode_slots)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| LogError::Internal(format!("{what}: decode slots closed")))?,
+            )
+        } else {
+            None
+        };
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .map_err(|error| LogError::Internal(format!("{what} task failed: {error}")))?
     }
 
     /// The engine's settings.

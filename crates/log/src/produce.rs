@@ -99,71 +99,28 @@ impl Log {
     /// give each partition its own request.
     pub async fn produce(&self, request: ProduceRecords) -> Result<ProduceTicket, LogError> {
         let topic = self.topic(&request.topic)?;
-        if request.records.is_empty() {
-            return Err(LogError::InvalidRequest(
-                "a produce request needs at least one record".to_owned(),
-            ));
-        }
-        if request.records.len() > MAX_RECORDS_PER_REQUEST {
-            return Err(LogError::InvalidRequest(format!(
-                "a produce request may carry at most {MAX_RECORDS_PER_REQUEST} records, got {}",
-                request.records.len()
-            )));
-        }
-        if request.partition.is_none()
-            && (request.expected_next_offset.is_some() || request.producer.is_some())
-        {
-            return Err(LogError::InvalidRequest(
-                "expected_next_offset and producer fields need an explicit partition".to_owned(),
-            ));
-        }
-        if let Some(partition) = request.partition {
-            Self::check_partition(&topic, partition)?;
-        }
-        if let Some(producer) = request.producer
-            && (producer.producer_id < 0 || producer.epoch < 0 || producer.base_sequence < 0)
-        {
-            return Err(LogError::InvalidRequest(format!(
-                "producer id, epoch and base sequence must be non-negative, got {producer:?}"
-            )));
-        }
-        let compression = match (request.compression, topic_compression(&topic.config)) {
-            (_, TopicCompression::Codec(codec)) | (Some(codec), TopicCompression::Producer) => {
-                codec
-            }
-            (None, TopicCompression::Producer) => Compression::None,
-        };
+        let compression = check_request(&topic, &request)?;
         let now_ms = self.inner.clock.now_ms();
-        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         let keyless_partition = request.partition.unwrap_or_else(|| {
             self.inner.keyless.0.fetch_add(1, Ordering::Relaxed) % topic.partitions
         });
-        for (mut record, timestamp) in request.records {
-            record.timestamp_ms = timestamp.unwrap_or(now_ms);
-            let partition = match (request.partition, &record.key) {
-                (Some(partition), _) => partition,
-                (None, Some(key)) => partition_for_key(key, topic.partitions),
-                (None, None) => keyless_partition,
-            };
-            by_partition.entry(partition).or_default().push(record);
-        }
+        let expected_next_offset = request.expected_next_offset;
         // Everything that can refuse the request is checked before anything is appended:
         // encoding (sizes), and leadership of every partition it touches. Encoding
         // (compression, CRC) is CPU work: it runs off the async workers, so lease
         // keep-alives and other requests never wait behind it.
-        let producer = request.producer;
         let encode_topic = Arc::clone(&topic);
-        let encoded = tokio::task::spawn_blocking(move || {
-            by_partition
-                .into_iter()
-                .map(|(partition, records)| {
-                    encode_records(&encode_topic, &records, compression, producer)
-                        .map(|batches| (partition, batches))
-                })
-                .collect::<Result<Vec<_>, LogError>>()
-        })
-        .await
-        .map_err(|error| LogError::Internal(format!("encoding task failed: {error}")))??;
+        let encoded = self
+            .run_blocking("encoding", false, move || {
+                encode_request(
+                    &encode_topic,
+                    request,
+                    compression,
+                    keyless_partition,
+                    now_ms,
+                )
+            })
+            .await?;
         if encoded.len() > 1 {
             for (partition, _) in &encoded {
                 if let Some(leader) = self.inner.leader_elsewhere((topic.id, *partition)) {
@@ -183,7 +140,7 @@ impl Log {
                     topic: Arc::clone(&topic),
                     partition,
                     batches,
-                    expected_next_offset: request.expected_next_offset,
+                    expected_next_offset,
                 })
                 .await?;
             parts.push((partition, receiver));
@@ -192,32 +149,37 @@ impl Log {
     }
 
     /// Accepts Kafka RecordBatch v2 bytes (one or more concatenated batches) for one
-    /// partition, as a Kafka produce request carries them. Each batch is verified (CRC,
-    /// layout, record count) and checked against the topic's `max.message.bytes`; with a
-    /// topic compression other than `producer`, batches in another codec are recompressed.
+    /// partition, as a Kafka produce request or a native `record_batches` request carries
+    /// them. Each batch is verified (CRC, layout, record count) and checked against the
+    /// topic's `max.message.bytes`; with a topic compression other than `producer`, batches
+    /// in another codec are recompressed. Otherwise the bytes are stored as they came.
+    ///
+    /// With `expected_next_offset`, the append is conditional, as for [`Log::produce`].
+    /// Idempotence comes from the batches' own producer fields.
     pub async fn produce_batches(
         &self,
         topic: &str,
         partition: u32,
         records: Bytes,
+        expected_next_offset: Option<i64>,
     ) -> Result<ProduceTicket, LogError> {
         let topic = self.topic(topic)?;
         Self::check_partition(&topic, partition)?;
-        // CRC checks and any recompression are CPU work: off the async workers.
+        // CRC checks and any recompression are CPU work: off the async workers, and a
+        // compressed batch first waits for a decode slot (its records section may inflate).
         let prepare_topic = Arc::clone(&topic);
-        let batches =
-            tokio::task::spawn_blocking(move || prepare_client_batches(&prepare_topic, records))
-                .await
-                .map_err(|error| {
-                    LogError::Internal(format!("batch check task failed: {error}"))
-                })??;
+        let batches = self
+            .run_blocking("batch check", any_compressed(&records), move || {
+                prepare_client_batches(&prepare_topic, records)
+            })
+            .await?;
         let receiver = self
             .append(AppendRequest {
                 key: (topic.id, partition),
                 topic: Arc::clone(&topic),
                 partition,
                 batches,
-                expected_next_offset: None,
+                expected_next_offset,
             })
             .await?;
         Ok(ProduceTicket {
@@ -233,6 +195,78 @@ impl Log {
             .append(request, move || inner.leader_elsewhere(key))
             .await
     }
+}
+
+/// The checks of a record-form produce that need nothing but the topic; returns the codec
+/// its batches get.
+pub(crate) fn check_request(
+    topic: &TopicRecord,
+    request: &ProduceRecords,
+) -> Result<Compression, LogError> {
+    if request.records.is_empty() {
+        return Err(LogError::InvalidRequest(
+            "a produce request needs at least one record".to_owned(),
+        ));
+    }
+    if request.records.len() > MAX_RECORDS_PER_REQUEST {
+        return Err(LogError::InvalidRequest(format!(
+            "a produce request may carry at most {MAX_RECORDS_PER_REQUEST} records, got {}",
+            request.records.len()
+        )));
+    }
+    if request.partition.is_none()
+        && (request.expected_next_offset.is_some() || request.producer.is_some())
+    {
+        return Err(LogError::InvalidRequest(
+            "expected_next_offset and producer fields need an explicit partition".to_owned(),
+        ));
+    }
+    if let Some(partition) = request.partition {
+        Log::check_partition(topic, partition)?;
+    }
+    if let Some(producer) = request.producer
+        && (producer.producer_id < 0 || producer.epoch < 0 || producer.base_sequence < 0)
+    {
+        return Err(LogError::InvalidRequest(format!(
+            "producer id, epoch and base sequence must be non-negative, got {producer:?}"
+        )));
+    }
+    Ok(
+        match (request.compression, topic_compression(&topic.config)) {
+            (_, TopicCompression::Codec(codec)) | (Some(codec), TopicCompression::Producer) => {
+                codec
+            }
+            (None, TopicCompression::Producer) => Compression::None,
+        },
+    )
+}
+
+/// Partitions a checked request's records (stamping those without a timestamp with
+/// `now_ms`) and encodes each partition's share into batches.
+pub(crate) fn encode_request(
+    topic: &TopicRecord,
+    request: ProduceRecords,
+    compression: Compression,
+    keyless_partition: u32,
+    now_ms: i64,
+) -> Result<Vec<(u32, Vec<PreparedBatch>)>, LogError> {
+    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for (mut record, timestamp) in request.records {
+        record.timestamp_ms = timestamp.unwrap_or(now_ms);
+        let partition = match (request.partition, &record.key) {
+            (Some(partition), _) => partition,
+            (None, Some(key)) => partition_for_key(key, topic.partitions),
+            (None, None) => keyless_partition,
+        };
+        by_partition.entry(partition).or_default().push(record);
+    }
+    by_partition
+        .into_iter()
+        .map(|(partition, records)| {
+            encode_records(topic, &records, compression, request.producer)
+                .map(|batches| (partition, batches))
+        })
+        .collect()
 }
 
 /// Encodes records into batches no larger than the topic's `max.message.bytes`, each record
@@ -319,7 +353,7 @@ fn encode_error(error: shale_format::BatchError) -> LogError {
 }
 
 /// Verifies client-encoded batches and prepares them for the writer.
-fn prepare_client_batches(
+pub(crate) fn prepare_client_batches(
     topic: &TopicRecord,
     records: Bytes,
 ) -> Result<Vec<PreparedBatch>, LogError> {
@@ -334,8 +368,17 @@ fn prepare_client_batches(
         TopicCompression::Codec(codec) => Some(codec),
     };
     let mut out = Vec::new();
+    let mut total_records = 0usize;
     for batch in shale_format::BatchIter::new(records) {
         let batch = batch.map_err(|error| LogError::InvalidBatch(error.to_string()))?;
+        // Checked before the records are walked: a reader decoding the batch later
+        // allocates per record, so the count is bounded like the native record form's.
+        total_records += usize::try_from(batch.record_count().max(0)).unwrap_or(usize::MAX);
+        if total_records > MAX_RECORDS_PER_REQUEST {
+            return Err(LogError::InvalidRequest(format!(
+                "a produce request may carry at most {MAX_RECORDS_PER_REQUEST} records, its batches hold more"
+            )));
+        }
         let summary = batch
             .validate(&ValidationOptions::default())
             .map_err(|error| LogError::InvalidBatch(error.to_string()))?;
@@ -366,6 +409,14 @@ fn prepare_client_batches(
         });
     }
     Ok(out)
+}
+
+/// Whether any of the batches in `records` is compressed, read from their headers alone
+/// (batches that do not parse are refused later, by the full check).
+pub(crate) fn any_compressed(records: &Bytes) -> bool {
+    shale_format::BatchIter::new(records.clone())
+        .map_while(Result::ok)
+        .any(|batch| batch.compression() != Compression::None)
 }
 
 /// Re-encodes a batch with another codec, keeping every header field the producer set.

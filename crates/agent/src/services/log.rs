@@ -70,11 +70,13 @@ impl v1::log_service_server::LogService for LogService {
                 .await
                 .map_err(|e| to_status(&e))?;
             let request = convert::produce_request(request).map_err(|e| to_status(&e))?;
-            let ticket = self.log.produce(request).await.map_err(|e| to_status(&e))?;
+            let ticket = append(&self.log, request)
+                .await
+                .map_err(|e| to_status(&e))?;
             // Appended: the writer's buffer counts these bytes from here on.
             drop(admitted);
             let acks = ticket.wait().await.map_err(|e| to_status(&e))?;
-            self.metrics.produced(records, bytes);
+            self.metrics.produced(acked_records(&acks, records), bytes);
             Ok(Response::new(convert::produce_response(acks)))
         }
         .instrument(span)
@@ -145,6 +147,7 @@ impl v1::log_service_server::LogService for LogService {
         let span = info_span!("agent.fetch", topic = %request.topic, partition = request.partition, offset = request.offset);
         async {
             let max_records = request.max_records as usize;
+            let batches = request.record_batches;
             let fetch = fetch_request(
                 request.topic,
                 request.partition,
@@ -152,7 +155,7 @@ impl v1::log_service_server::LogService for LogService {
                 request.max_bytes,
                 Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT),
             );
-            fetch_once(&self.log, &self.metrics, &fetch, max_records)
+            fetch_once(&self.log, &self.metrics, &fetch, max_records, batches)
                 .await
                 .map(Response::new)
         }
@@ -179,6 +182,7 @@ impl v1::log_service_server::LogService for LogService {
         let (tx, rx) = mpsc::channel(1);
         let span =
             info_span!("agent.fetch_stream", topic = %request.topic, partition = request.partition);
+        let batches = request.record_batches;
         // Fail fast on a bad topic or offset, before the stream starts.
         let mut fetch = fetch_request(
             request.topic,
@@ -196,6 +200,7 @@ impl v1::log_service_server::LogService for LogService {
                 ..fetch.clone()
             },
             0,
+            batches,
         )
         .await?;
         tokio::spawn(
@@ -205,13 +210,14 @@ impl v1::log_service_server::LogService for LogService {
                 let mut next = first;
                 loop {
                     fetch.offset = next.next_offset;
-                    if !next.records.is_empty() && tx.send(Ok(next)).await.is_err() {
+                    let empty = next.records.is_empty() && next.record_batches.is_empty();
+                    if !empty && tx.send(Ok(next)).await.is_err() {
                         return;
                     }
                     if tx.is_closed() {
                         return;
                     }
-                    next = match fetch_once(&log, &metrics, &fetch, 0).await {
+                    next = match fetch_once(&log, &metrics, &fetch, 0, batches).await {
                         Ok(response) => response,
                         Err(status) => {
                             let _ = tx.send(Err(status)).await;
@@ -296,7 +302,23 @@ async fn fetch_once(
     metrics: &DataMetrics,
     fetch: &FetchRequest,
     max_records: usize,
+    batches: bool,
 ) -> Result<v1::FetchResponse, Status> {
+    if batches {
+        let fetched = log
+            .fetch_bytes(fetch, max_records)
+            .await
+            .map_err(|e| to_status(&e))?;
+        metrics.fetched(fetched.record_count, fetched.bytes.len() as u64);
+        return Ok(v1::FetchResponse {
+            partition: fetch.partition,
+            records: Vec::new(),
+            record_batches: fetched.bytes,
+            high_watermark: fetched.high_watermark,
+            log_start_offset: fetched.log_start,
+            next_offset: fetched.next_offset,
+        });
+    }
     let fetched = log
         .fetch_records(fetch, max_records)
         .await
@@ -323,14 +345,48 @@ async fn fetch_once(
     Ok(v1::FetchResponse {
         partition: fetch.partition,
         records,
+        record_batches: bytes::Bytes::new(),
         high_watermark: fetched.high_watermark,
         log_start_offset: fetched.log_start,
         next_offset: fetched.next_offset,
     })
 }
 
-/// Records and bytes of a produce request, as the data counters count them.
+/// Hands a converted produce request to the engine.
+async fn append(
+    log: &Log,
+    request: convert::Produce,
+) -> Result<shale_log::ProduceTicket, shale_log::LogError> {
+    match request {
+        convert::Produce::Records(records) => log.produce(records).await,
+        convert::Produce::Batches {
+            topic,
+            partition,
+            batches,
+            expected_next_offset,
+        } => {
+            log.produce_batches(&topic, partition, batches, expected_next_offset)
+                .await
+        }
+    }
+}
+
+/// Records an acknowledged produce appended: counted from the request's records, or from
+/// the acks when the request carried batches (whose records the agent does not decode).
+fn acked_records(acks: &[shale_log::PartitionAck], request_records: u64) -> u64 {
+    if request_records > 0 {
+        request_records
+    } else {
+        acks.iter().map(|ack| u64::from(ack.record_count)).sum()
+    }
+}
+
+/// Records and bytes of a produce request, as the data counters count them: key, value and
+/// header bytes of records, or the batch bytes of `record_batches`.
 fn produce_size(request: &v1::ProduceRequest) -> (u64, u64) {
+    if !request.record_batches.is_empty() {
+        return (0, request.record_batches.len() as u64);
+    }
     let bytes = request
         .records
         .iter()
@@ -381,7 +437,7 @@ async fn start_produce(
         }
     };
     let ticket = match convert::produce_request(request) {
-        Ok(request) => log.produce(request).await,
+        Ok(request) => append(log, request).await,
         Err(invalid) => Err(invalid),
     };
     // Appended (or refused): the writer's buffer counts these bytes from here on.
@@ -391,7 +447,7 @@ async fn start_produce(
         Ok(ticket) => Box::pin(async move {
             match ticket.wait().await {
                 Ok(acks) => {
-                    metrics.produced(records, bytes);
+                    metrics.produced(acked_records(&acks, records), bytes);
                     v1::ProduceStreamResponse {
                         request_id,
                         result: Some(v1::produce_stream_response::Result::Response(

@@ -135,7 +135,9 @@ async fn measure(
         if assigned.is_empty() {
             continue;
         }
-        let client = connect(addr).await?;
+        let client = connect(addr)
+            .await?
+            .with_fetch_encoding(args.encoding.into());
         let (tally, topic) = (Arc::clone(&tally), topic.name.clone());
         consumers.spawn(async move {
             let reads = assigned.into_iter().map(|(partition, start, end)| {
@@ -160,7 +162,7 @@ async fn measure(
     report.partitions = Some(topic.partitions);
     report.concurrency = args.concurrency as usize;
     report.record_size = args.record_size.as_u64();
-    report.object_store_requests = store_requests_since(&args.metrics_url, before).await;
+    report.set_usage(store_requests_since(&args.metrics_url, before).await);
     Ok(report)
 }
 

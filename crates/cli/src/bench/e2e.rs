@@ -48,7 +48,9 @@ async fn measure(
 
     // Consumers start at the current end, so they see exactly what this run produces.
     let mut consumers = JoinSet::new();
-    let consumer_client = connect(addr).await?;
+    let consumer_client = connect(addr)
+        .await?
+        .with_fetch_encoding(args.encoding.into());
     for offset in client
         .list_offsets(&topic.name, &[], OffsetSpec::Latest)
         .await?
@@ -105,7 +107,7 @@ async fn measure(
     if let Some(latency) = e2e {
         report.latency_ms.insert("e2e", latency);
     }
-    report.object_store_requests = store_requests_since(&args.metrics_url, before).await;
+    report.set_usage(store_requests_since(&args.metrics_url, before).await);
     Ok(report)
 }
 

@@ -36,6 +36,7 @@ pub(crate) struct LoadPlan {
     pub(crate) rate: Option<u64>,
     /// For e2e: each value starts with the microseconds since this instant at send time.
     pub(crate) stamp_epoch: Option<Instant>,
+    pub(crate) encoding: shale_client::Encoding,
 }
 
 impl LoadPlan {
@@ -51,6 +52,7 @@ impl LoadPlan {
             topic: topic.name.clone(),
             partitions: topic.partitions,
             record_size: args.record_size.as_u64() as usize,
+            encoding: args.encoding.into(),
             batch_records: args.batch_records,
             max_in_flight: args.max_in_flight as usize,
             budget,
@@ -235,7 +237,8 @@ async fn run_worker(
                 }
                 let sent_at = Instant::now();
                 let records = (0..count).map(|_| Record::new(value(&filler, plan.stamp_epoch)));
-                let request = ProduceRequest::new(plan.topic.clone(), records).with_partition(partition);
+                let mut request = ProduceRequest::new(plan.topic.clone(), records).with_partition(partition);
+                request.encoding = plan.encoding;
                 let ack = producer.send(request);
                 pending.push_back(Box::pin(async move { (sent_at, count, ack.await) }));
                 partition = (partition + concurrency) % plan.partitions;

@@ -1,5 +1,5 @@
-//! The agent's object-store request counts, scraped from its Prometheus endpoint before and
-//! after a run. A bench reports them as "n/a" rather than failing when scraping does not work:
+//! The agent's object-store request counts and CPU time, scraped from its Prometheus endpoint
+//! before and after a run. A bench reports them as "n/a" rather than failing when scraping does not work:
 //! the throughput numbers stand on their own.
 
 use std::collections::BTreeMap;
@@ -30,8 +30,40 @@ impl StoreCounts {
     }
 }
 
+/// The agent's process CPU counter (user + system seconds), from its process collector.
+pub(crate) const PROCESS_CPU_METRIC: &str = "process_cpu_seconds_total";
+
+/// What one scrape read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct AgentSample {
+    pub(crate) store: StoreCounts,
+    /// `None` when the endpoint has no process metrics (an agent on another OS).
+    pub(crate) cpu_seconds: Option<f64>,
+}
+
+impl AgentSample {
+    /// What the agent spent between `before` and `self`.
+    pub(crate) fn since(self, before: AgentSample) -> AgentSample {
+        AgentSample {
+            store: self.store.since(before.store),
+            cpu_seconds: self
+                .cpu_seconds
+                .zip(before.cpu_seconds)
+                .map(|(after, before)| (after - before).max(0.0)),
+        }
+    }
+}
+
+/// The value of an unlabelled sample `name`.
+pub(crate) fn parse_gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 /// Fetches `url` and reads the counts; the error says why, for a debug log.
-pub(crate) async fn scrape(url: &str) -> Result<StoreCounts, String> {
+pub(crate) async fn scrape(url: &str) -> Result<AgentSample, String> {
     let client = reqwest::Client::builder()
         // The endpoint is almost always local; a proxy from the environment would only hurt.
         .no_proxy()
@@ -47,7 +79,12 @@ pub(crate) async fn scrape(url: &str) -> Result<StoreCounts, String> {
         .text()
         .await
         .map_err(|error| error.to_string())?;
-    parse(&text).ok_or_else(|| format!("{url} has no {OBJECT_STORE_REQUESTS_METRIC}"))
+    let store =
+        parse(&text).ok_or_else(|| format!("{url} has no {OBJECT_STORE_REQUESTS_METRIC}"))?;
+    Ok(AgentSample {
+        store,
+        cpu_seconds: parse_gauge(&text, PROCESS_CPU_METRIC),
+    })
 }
 
 /// Sums the counter's samples by `op`; `None` when the metric is absent. A declared family
@@ -165,6 +202,26 @@ shale_storage_request_duration_seconds_count{op="put"} 13
             "{OBJECT_STORE_REQUESTS_METRIC}{{note=\"a,\\\"b\\\"\",op=\"get\"}} 7 1700000000000\n"
         );
         assert_eq!(parse(&text).unwrap().get, 7);
+    }
+
+    #[test]
+    fn process_cpu_is_read_and_differenced() {
+        let text = format!(
+            "# TYPE process_cpu_seconds counter\n{PROCESS_CPU_METRIC}_x 9\n{PROCESS_CPU_METRIC} 12.5\n"
+        );
+        assert_eq!(parse_gauge(&text, PROCESS_CPU_METRIC), Some(12.5));
+        assert_eq!(parse_gauge("", PROCESS_CPU_METRIC), None);
+        let before = AgentSample {
+            store: StoreCounts::default(),
+            cpu_seconds: Some(2.0),
+        };
+        let after = AgentSample {
+            store: StoreCounts::default(),
+            cpu_seconds: Some(12.5),
+        };
+        assert_eq!(after.since(before).cpu_seconds, Some(10.5));
+        let unknown = AgentSample::default();
+        assert_eq!(after.since(unknown).cpu_seconds, None);
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub(crate) struct LoadArgs {
     /// Produce requests in flight per stream.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) max_in_flight: u32,
+    /// Who encodes and decodes record batches: `client` (this load generator, as Kafka
+    /// clients do; the agent stores and serves the batches as they are) or `agent` (records
+    /// cross the wire one by one and the agent encodes and decodes them).
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) encoding: EncodingArg,
     /// Produce at most this many records per second in total [default: as fast as acked].
     #[arg(long)]
     pub(crate) rate: Option<u64>,
@@ -81,6 +86,23 @@ pub(crate) struct LoadArgs {
     /// Print one JSON object with every number instead of text, and no progress bar.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `--encoding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EncodingArg {
+    #[default]
+    Client,
+    Agent,
+}
+
+impl From<EncodingArg> for shale_client::Encoding {
+    fn from(encoding: EncodingArg) -> Self {
+        match encoding {
+            EncodingArg::Client => Self::Client,
+            EncodingArg::Agent => Self::Agent,
+        }
+    }
 }
 
 impl LoadArgs {
@@ -114,22 +136,23 @@ fn print_report(report: &Report, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Object-store counts before a run; `None` (with a debug log) when scraping fails.
-async fn scrape(url: &str) -> Option<metrics::StoreCounts> {
+/// Object-store counts and CPU time before a run; `None` (with a debug log) when scraping
+/// fails.
+async fn scrape(url: &str) -> Option<metrics::AgentSample> {
     match metrics::scrape(url).await {
-        Ok(counts) => Some(counts),
+        Ok(sample) => Some(sample),
         Err(error) => {
-            tracing::debug!(%url, %error, "cannot read object-store counts");
+            tracing::debug!(%url, %error, "cannot read the agent's metrics");
             None
         }
     }
 }
 
-/// Counts made during a run, if both scrapes worked.
+/// What the agent spent during a run, if both scrapes worked.
 async fn store_requests_since(
     url: &str,
-    before: Option<metrics::StoreCounts>,
-) -> Option<metrics::StoreCounts> {
+    before: Option<metrics::AgentSample>,
+) -> Option<metrics::AgentSample> {
     let before = before?;
     scrape(url).await.map(|after| after.since(before))
 }

@@ -41,7 +41,7 @@ async fn measure(addr: &Target, args: &LoadArgs, topic: &BenchTopic) -> Result<R
     drop(progress);
 
     let mut report = totals.report("produce", args, topic);
-    report.object_store_requests = store_requests_since(&args.metrics_url, before).await;
+    report.set_usage(store_requests_since(&args.metrics_url, before).await);
     Ok(report)
 }
 

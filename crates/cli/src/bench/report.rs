@@ -10,7 +10,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::bench::metrics::StoreCounts;
+use crate::bench::metrics::{AgentSample, StoreCounts};
 
 /// Highest latency a histogram records (one hour, in µs); larger values are clamped.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -79,6 +79,19 @@ pub(crate) struct Report {
     /// Requests the agent made to its object store during the run; null when its metrics
     /// endpoint could not be read.
     pub(crate) object_store_requests: Option<StoreCounts>,
+    /// The agent's CPU time (user + system) during the run; null when unknown.
+    pub(crate) agent_cpu_seconds: Option<f64>,
+    /// The cost per GB (10^9 payload bytes) moved: agent CPU seconds and object-store requests.
+    pub(crate) per_gb: Option<PerGb>,
+}
+
+/// What one GB of payload cost the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct PerGb {
+    pub(crate) agent_cpu_seconds: Option<f64>,
+    pub(crate) puts: f64,
+    /// GETs and ranged GETs.
+    pub(crate) gets: f64,
 }
 
 impl Report {
@@ -106,6 +119,25 @@ impl Report {
             mb_per_sec: rate(bytes as f64) / 1e6,
             latency_ms: BTreeMap::new(),
             object_store_requests: None,
+            agent_cpu_seconds: None,
+            per_gb: None,
+        }
+    }
+
+    /// Fills in what the agent spent during the run, and its cost per GB.
+    pub(crate) fn set_usage(&mut self, usage: Option<AgentSample>) {
+        let Some(usage) = usage else {
+            return;
+        };
+        self.object_store_requests = Some(usage.store);
+        self.agent_cpu_seconds = usage.cpu_seconds;
+        if self.bytes > 0 {
+            let gb = self.bytes as f64 / 1e9;
+            self.per_gb = Some(PerGb {
+                agent_cpu_seconds: usage.cpu_seconds.map(|seconds| seconds / gb),
+                puts: usage.store.put as f64 / gb,
+                gets: (usage.store.get + usage.store.get_range) as f64 / gb,
+            });
         }
     }
 
@@ -151,6 +183,16 @@ impl Report {
                 None => "n/a".to_owned(),
             };
             let _ = writeln!(out, "  {:<14}{requests}", "object store");
+            if let Some(per_gb) = self.per_gb {
+                let cpu = per_gb
+                    .agent_cpu_seconds
+                    .map_or_else(|| "n/a".to_owned(), |seconds| format!("{seconds:.2}"));
+                let _ = writeln!(
+                    out,
+                    "  {:<14}{cpu} agent CPU-s, {:.1} PUT, {:.1} GET",
+                    "per GB", per_gb.puts, per_gb.gets
+                );
+            }
         }
         out
     }
@@ -222,6 +264,31 @@ mod tests {
         });
         let json = serde_json::to_value(report).unwrap();
         assert_eq!(json["object_store_requests"]["put"], 3);
+    }
+
+    #[test]
+    fn usage_gives_the_cost_per_gb() {
+        let mut report = sample();
+        report.set_usage(Some(AgentSample {
+            store: StoreCounts {
+                put: 2,
+                get: 1,
+                get_range: 3,
+            },
+            cpu_seconds: Some(0.004),
+        }));
+        // 1 MB moved: a GB is 1000 times that.
+        let per_gb = report.per_gb.unwrap();
+        assert!((per_gb.agent_cpu_seconds.unwrap() - 4.0).abs() < 1e-9);
+        assert!((per_gb.puts - 2000.0).abs() < 1e-9);
+        assert!((per_gb.gets - 4000.0).abs() < 1e-9);
+        assert!(
+            report
+                .text()
+                .contains("  per GB        4.00 agent CPU-s, 2000.0 PUT, 4000.0 GET\n"),
+            "{}",
+            report.text()
+        );
     }
 
     #[test]

@@ -81,6 +81,29 @@ fn stored(offset: i64) -> v1::StoredRecord {
     }
 }
 
+/// Records `from..to` as one stored RecordBatch v2, as an agent serves them.
+fn stored_batch(from: i64, to: i64) -> Bytes {
+    let records: Vec<shale_format::Record> = (from..to)
+        .map(|offset| {
+            let record = stored(offset);
+            shale_format::Record {
+                key: record.key,
+                value: record.value,
+                headers: Vec::new(),
+                timestamp_ms: record.timestamp_ms,
+            }
+        })
+        .collect();
+    shale_format::encode_batch(
+        &records,
+        &shale_format::BatchOptions {
+            base_offset: from,
+            ..shale_format::BatchOptions::default()
+        },
+    )
+    .expect("encode a batch")
+}
+
 #[tonic::async_trait]
 impl LogService for MockLog {
     async fn produce(
@@ -173,9 +196,17 @@ impl LogService for MockLog {
         let mut batches = Vec::new();
         while offset < end && batches.len() < self.fail_fetch_after {
             let last = (offset + 2).min(end);
+            // Answer in the form asked for: stored batches (what the SDK asks for by
+            // default) or records.
+            let (records, record_batches) = if request.record_batches {
+                (Vec::new(), stored_batch(offset, last))
+            } else {
+                ((offset..last).map(stored).collect(), Bytes::new())
+            };
             batches.push(Ok(v1::FetchResponse {
                 partition: request.partition,
-                records: (offset..last).map(stored).collect(),
+                records,
+                record_batches,
                 high_watermark: end,
                 log_start_offset: 0,
                 next_offset: last,

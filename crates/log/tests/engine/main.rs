@@ -328,7 +328,7 @@ async fn round_trip_with_every_codec(backends: Backends) {
     )
     .unwrap();
     h.log()
-        .produce_batches("zstd-topic", 0, raw)
+        .produce_batches("zstd-topic", 0, raw, None)
         .await
         .unwrap()
         .wait()
@@ -949,12 +949,12 @@ async fn bad_input_gets_clear_errors(backends: Backends) {
     let last = raw.len() - 1;
     raw[last] ^= 0xff;
     let error = log
-        .produce_batches("strict", 0, Bytes::from(raw))
+        .produce_batches("strict", 0, Bytes::from(raw), None)
         .await
         .unwrap_err();
     assert!(matches!(error, LogError::InvalidBatch(_)), "{error}");
     assert!(matches!(
-        log.produce_batches("strict", 0, Bytes::new())
+        log.produce_batches("strict", 0, Bytes::new(), None)
             .await
             .unwrap_err(),
         LogError::InvalidRequest(_)
