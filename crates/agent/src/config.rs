@@ -59,6 +59,10 @@ pub struct AgentConfig {
     pub http_addr: SocketAddr,
     /// Check at start-up that the object store honours create-only (conditional) PUTs.
     pub check_conditional_writes: bool,
+    /// Create the bucket at start-up if it does not exist. Off by default: a missing bucket
+    /// is usually a typo or the wrong account, and an agent that silently creates one writes
+    /// data where nobody will look for it.
+    pub create_bucket: bool,
     /// PEM certificate chain of the gRPC listener; with `tls_key_file`, the listener speaks
     /// TLS only.
     pub tls_cert_file: Option<PathBuf>,
@@ -178,6 +182,7 @@ impl Default for AgentConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
             check_conditional_writes: true,
+            create_bucket: false,
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
@@ -210,6 +215,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "grpc_addr",
     "http_addr",
     "check_conditional_writes",
+    "create_bucket",
     "tls_cert_file",
     "tls_key_file",
     "tls_client_ca_file",
@@ -251,6 +257,11 @@ pub struct AgentFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_bytes: Option<String>,
+    /// Create the object store's bucket at start-up if it does not exist (env
+    /// SHALE_CREATE_BUCKET=true); without it a missing bucket stops start-up.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub create_bucket: bool,
     /// gRPC listen address (env SHALE_GRPC_ADDR; default 127.0.0.1:7070).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@ mod budget;
 mod config;
 mod convert;
 mod dev;
+pub mod fuzzing;
 mod http;
 mod metrics;
 mod process;

@@ -73,20 +73,25 @@ impl RunningAgent {
             .object_store
             .parse()
             .map_err(|error: shale_storage::ConfigError| AgentError::Config(error.to_string()))?;
-        if config.check_conditional_writes {
-            // Before anything is written: a store that silently overwrites would break the
-            // create-only segment invariant, so refuse to start on it.
+        {
+            let startup = |error: shale_storage::AdminError| {
+                AgentError::Startup(format!("object store: {error}"))
+            };
             let admin = StoreAdmin::new(&store_config, Arc::clone(&clock), rng.clone())
                 .await
-                .map_err(|error| AgentError::Startup(format!("object store: {error}")))?;
-            admin
-                .ensure_bucket()
-                .await
-                .map_err(|error| AgentError::Startup(format!("object store: {error}")))?;
-            admin
-                .check_conditional_writes()
-                .await
-                .map_err(|error| AgentError::Startup(format!("object store: {error}")))?;
+                .map_err(startup)?;
+            // A missing bucket is created only when asked: it is more often a typo or the
+            // wrong account than a wish.
+            if config.create_bucket {
+                admin.ensure_bucket().await.map_err(startup)?;
+            } else {
+                admin.check_bucket().await.map_err(startup)?;
+            }
+            if config.check_conditional_writes {
+                // Before anything is written: a store that silently overwrites would break
+                // the create-only segment invariant, so refuse to start on it.
+                admin.check_conditional_writes().await.map_err(startup)?;
+            }
         }
         let store = shale_storage::build_object_store(
             &store_config,

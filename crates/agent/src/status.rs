@@ -28,7 +28,9 @@ pub fn code_for(error: &LogError) -> Code {
         | LogError::ProducerFenced { .. }
         | LogError::OutOfOrderSequence { .. }
         | LogError::UnknownProducer { .. } => Code::FailedPrecondition,
-        LogError::Backpressure { .. } | LogError::MetaFull(_) => Code::ResourceExhausted,
+        LogError::Backpressure { .. } | LogError::Busy(_) | LogError::MetaFull(_) => {
+            Code::ResourceExhausted
+        }
         LogError::NotLeader { .. }
         | LogError::StorageUnavailable(_)
         | LogError::MetaUnavailable(_)
@@ -138,6 +140,7 @@ mod tests {
                 },
                 Code::ResourceExhausted,
             ),
+            (LogError::Busy("slots".into()), Code::ResourceExhausted),
             (
                 LogError::StorageUnavailable("down".into()),
                 Code::Unavailable,

@@ -58,6 +58,7 @@ impl Fixture {
                 let s3 = shale_testkit::moto();
                 config.metadata = format!("etcd://{}", etcd.host_port());
                 config.object_store = s3.store_url("shale-grpc-test", "c1");
+                config.create_bucket = true;
                 (Some(etcd), Some(s3))
             }
         };
@@ -784,6 +785,35 @@ async fn an_unreachable_object_store_fails_start_clearly() {
     assert!(error.starts_with("object store:"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_stops_start_unless_creating_it_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = shale_testkit::moto();
+    let mut config = AgentConfig {
+        metadata: format!("file://{}", dir.path().join("meta").display()),
+        object_store: s3.store_url("not-yet-there", "c1"),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        cache_dir: dir.path().join("cache"),
+        ..AgentConfig::default()
+    };
+    let error = RunningAgent::start(config.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("bucket \"not-yet-there\" does not exist")
+            && error.contains("--create-bucket"),
+        "{error}"
+    );
+    // Nothing was created by the refused start.
+    let buckets = s3.client().list_buckets().send().await.unwrap();
+    assert!(buckets.buckets().is_empty(), "{buckets:?}");
+    config.create_bucket = true;
+    let agent = RunningAgent::start(config).await.unwrap();
+    agent.shutdown().await;
+}
+
 /// Records as a client would encode them into one RecordBatch v2.
 fn client_batch(
     values: &[&str],
@@ -919,6 +949,50 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
         Code::InvalidArgument,
         "max.message.bytes",
     );
+    // One producer per request, with consecutive sequences (the writer keeps one span of
+    // sequences per request).
+    let mixed = [
+        client_batch(&["m"], Compression::None, Some((8, 0, 0))),
+        client_batch(&["n"], Compression::None, Some((9, 0, 0))),
+    ]
+    .concat();
+    expect_status(
+        log.produce(batch_produce(1, mixed.into())).await,
+        Code::InvalidArgument,
+        "must come from one producer",
+    );
+    let gap = [
+        client_batch(&["m"], Compression::None, Some((8, 0, 0))),
+        client_batch(&["n"], Compression::None, Some((8, 0, 5))),
+    ]
+    .concat();
+    expect_status(
+        log.produce(batch_produce(1, gap.into())).await,
+        Code::InvalidArgument,
+        "consecutive sequences: producer 8 expected 1, got 5",
+    );
+    // Inflation is bounded per batch (32 MiB here) and per request (128 MiB in all).
+    let zeros = |mib: usize| {
+        let value = "\0".repeat(64 << 10);
+        let values = vec![value.as_str(); mib * 16];
+        client_batch(&values, Compression::Zstd, None)
+    };
+    expect_status(
+        log.produce(batch_produce(1, zeros(40))).await,
+        Code::InvalidArgument,
+        "decompress",
+    );
+    let many = [zeros(30), zeros(30), zeros(30), zeros(30), zeros(30)].concat();
+    f.create_topic("roomy", 1, &[]).await;
+    let roomy = v1::ProduceRequest {
+        topic: "roomy".to_owned(),
+        ..batch_produce(0, many.into())
+    };
+    expect_status(
+        log.produce(roomy).await,
+        Code::InvalidArgument,
+        "may decompress to at most 134217728 bytes in all",
+    );
     let mut conditional = batch_produce(1, plain.clone());
     conditional.expected_next_offset = Some(99);
     expect_status(
@@ -1007,6 +1081,40 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
     assert_eq!(BatchIter::new(streamed.record_batches).count(), 1);
     assert_eq!(streamed.next_offset, 5);
     drop(stream);
+
+    // A batch whose header understates its newest timestamp is stored with the true one,
+    // so a lookup by time still finds its records.
+    let mut lying =
+        bytes::BytesMut::from(client_batch(&["late"], Compression::None, None).as_ref());
+    shale_format::set_max_timestamp(&mut lying, shale_format::TimestampType::CreateTime, 0)
+        .unwrap();
+    let ack = log
+        .produce(batch_produce(0, lying.freeze()))
+        .await
+        .unwrap()
+        .into_inner();
+    let found = log
+        .list_offsets(v1::ListOffsetsRequest {
+            topic: "raw".to_owned(),
+            partitions: vec![0],
+            spec: Some(v1::list_offsets_request::Spec::TimestampMs(
+                1_700_000_000_000,
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.offsets[0].offset, Some(ack.acks[0].base_offset));
+    expect_status(
+        log.list_offsets(v1::ListOffsetsRequest {
+            topic: "raw".to_owned(),
+            partitions: vec![0, 1, 0],
+            spec: Some(v1::list_offsets_request::Spec::Latest(v1::Latest {})),
+        })
+        .await,
+        Code::InvalidArgument,
+        "partition 0 is listed more than once",
+    );
 
     let client = shale_client::Client::from_channel(f.channel.clone(), "test");
     let acked = client

@@ -1,6 +1,7 @@
 //! Hostile and careless clients against a real agent (the `shale` binary as `shale dev`, with
-//! default memory settings): amplifying and oversized produce requests, many fetch streams
-//! that never read, and half-open connections, all at once. The agent's peak resident memory
+//! default memory settings): amplifying and oversized produce requests, compressed batches
+//! that inflate 10,000-fold, many fetch streams that never read, and half-open connections,
+//! all at once. The agent's peak resident memory
 //! (VmHWM) must stay under 1 GiB, and a well-behaved client must keep being served
 //! meanwhile. The peak is printed; docs/operations.md reports it.
 #![allow(clippy::unwrap_used)]
@@ -48,6 +49,29 @@ fn records(count: usize, value_bytes: usize) -> Vec<v1::Record> {
         };
         count
     ]
+}
+
+/// One zstd batch of 500 records of 64 KiB of zeros: a few KiB on the wire, about 31 MiB
+/// decompressed (just under the 32 MiB a client batch may inflate to on a topic with the
+/// default `max.message.bytes`).
+fn bomb_batch() -> bytes::Bytes {
+    let value = bytes::Bytes::from(vec![0u8; 64 << 10]);
+    let records: Vec<shale_format::Record> = (0..500)
+        .map(|_| shale_format::Record {
+            key: None,
+            value: Some(value.clone()),
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000,
+        })
+        .collect();
+    shale_format::encode_batch(
+        &records,
+        &shale_format::BatchOptions {
+            compression: shale_format::Compression::Zstd,
+            ..shale_format::BatchOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 fn produce(partition: u32, records: Vec<v1::Record>) -> v1::ProduceRequest {
@@ -211,6 +235,54 @@ fn hostile_clients_do_not_exhaust_memory_and_a_good_client_is_served() {
                         .await
                     {
                         Ok(_) => {}
+                        Err(status) => assert!(
+                            matches!(status.code(), Code::ResourceExhausted | Code::Unavailable),
+                            "{status:?}"
+                        ),
+                    }
+                }
+            });
+        }
+
+        // Inflating: batches of zeros that decompress to about 31 MiB from a few KiB on the
+        // wire, sent by many clients at once (the agent decompresses each to check it), then
+        // read back in the record form (which decompresses and decodes them again). The
+        // agent's decode slots bound how many are inflated at once.
+        let bomb = bomb_batch();
+        for _ in 0..if part("bombs") { 8 } else { 0 } {
+            let mut c = client(&addr).await;
+            let bomb = bomb.clone();
+            attacks.spawn(async move {
+                let mut offsets = Vec::new();
+                for _ in 0..3 {
+                    let request = v1::ProduceRequest {
+                        topic: "hostile".into(),
+                        partition: Some(2),
+                        record_batches: bomb.clone(),
+                        ..v1::ProduceRequest::default()
+                    };
+                    match c.produce(request).await {
+                        Ok(ack) => offsets.push(ack.into_inner().acks[0].base_offset),
+                        Err(status) => assert!(
+                            matches!(status.code(), Code::ResourceExhausted | Code::Unavailable),
+                            "{status:?}"
+                        ),
+                    }
+                }
+                for offset in offsets {
+                    let fetched = c
+                        .fetch(v1::FetchRequest {
+                            topic: "hostile".into(),
+                            partition: 2,
+                            offset,
+                            max_bytes: u32::MAX,
+                            max_records: 0,
+                            max_wait_ms: 0,
+                            record_batches: false,
+                        })
+                        .await;
+                    match fetched {
+                        Ok(answer) => assert!(!answer.into_inner().records.is_empty()),
                         Err(status) => assert!(
                             matches!(status.code(), Code::ResourceExhausted | Code::Unavailable),
                             "{status:?}"

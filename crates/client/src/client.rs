@@ -261,7 +261,11 @@ impl Client {
             .await
             .map_err(|status| self.status(&status))?
             .into_inner();
-        FetchedBatch::from_response(response, offset, options.max_records, &self.addr)
+        let limits = crate::fetch::DecodeLimits {
+            max_records: options.max_records,
+            max_bytes: options.max_bytes,
+        };
+        FetchedBatch::from_response(response, offset, limits, &self.addr)
     }
 
     /// Follows one partition from `offset`: the agent streams batches as they are committed.
@@ -287,7 +291,12 @@ impl Client {
             .await
             .map_err(|status| self.status(&status))?
             .into_inner();
-        Ok(FetchStream::new(stream, Arc::clone(&self.addr), offset))
+        Ok(FetchStream::new(
+            stream,
+            Arc::clone(&self.addr),
+            offset,
+            max_bytes,
+        ))
     }
 
     /// A follower of one partition from `offset` that reopens its stream after retryable

@@ -15,7 +15,9 @@ use crate::{ClientError, StoredRecord};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FetchOptions {
     /// Stop after about this many bytes of record data (at least one record is returned when
-    /// one is available); 0 means 1 MiB.
+    /// one is available); 0 means 1 MiB. With stored batches (the default), the agent sends
+    /// about this many bytes of batches as stored (compressed), and the SDK stops decoding
+    /// once this many bytes of records are taken.
     pub max_bytes: u32,
     /// Stop after this many records; 0 means no limit.
     pub max_records: u32,
@@ -37,24 +39,57 @@ pub struct FetchedBatch {
     pub next_offset: i64,
 }
 
+/// What a decoded record counts for against a fetch's `max_bytes`: key, value and header
+/// bytes plus 32 per record and per header, as the agent counts its record-form answers.
+fn decoded_size(record: &shale_format::DecodedRecord) -> usize {
+    const FIXED: usize = 32;
+    FIXED
+        + record.record.key.as_ref().map_or(0, bytes::Bytes::len)
+        + record.record.value.as_ref().map_or(0, bytes::Bytes::len)
+        + record
+            .record
+            .headers
+            .iter()
+            .map(|h| FIXED + h.key.len() + h.value.as_ref().map_or(0, bytes::Bytes::len))
+            .sum::<usize>()
+}
+
+/// Limits the SDK applies when it decodes stored batches itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeLimits {
+    /// Stop after this many records; 0: no limit.
+    pub(crate) max_records: u32,
+    /// Stop once this many bytes of decoded records are taken (at least one record); 0: the
+    /// agent's default of 1 MiB. Compressed batches can inflate far beyond what crossed the
+    /// wire, so this bounds what one answer costs the caller.
+    pub(crate) max_bytes: u32,
+}
+
+impl From<v1::FetchResponse> for FetchedBatch {
+    /// An answer of decoded records (the agent decoded them).
+    fn from(response: v1::FetchResponse) -> Self {
+        Self {
+            partition: response.partition,
+            records: response.records.into_iter().map(Into::into).collect(),
+            high_watermark: response.high_watermark,
+            log_start_offset: response.log_start_offset,
+            next_offset: response.next_offset,
+        }
+    }
+}
+
 impl FetchedBatch {
     /// The batch an answer carries: its `records`, or its `record_batches` decoded here
-    /// (each batch's CRC32C checked) into the records from `from` on, at most `max_records`
-    /// of them (0: all).
+    /// (each batch's CRC32C checked) into the records from `from` on, within `limits`.
+    /// `next_offset` is then the first offset not returned.
     pub(crate) fn from_response(
         response: v1::FetchResponse,
         from: i64,
-        max_records: u32,
+        limits: DecodeLimits,
         addr: &str,
     ) -> Result<Self, ClientError> {
         if response.record_batches.is_empty() {
-            return Ok(Self {
-                partition: response.partition,
-                records: response.records.into_iter().map(Into::into).collect(),
-                high_watermark: response.high_watermark,
-                log_start_offset: response.log_start_offset,
-                next_offset: response.next_offset,
-            });
+            return Ok(Self::from(response));
         }
         let corrupt = |error: shale_format::BatchError| ClientError::Protocol {
             addr: addr.to_owned(),
@@ -63,27 +98,40 @@ impl FetchedBatch {
                 response.partition
             ),
         };
-        let limit = if max_records == 0 {
+        let max_records = if limits.max_records == 0 {
             usize::MAX
         } else {
-            max_records as usize
+            limits.max_records as usize
+        };
+        let max_bytes = if limits.max_bytes == 0 {
+            1 << 20
+        } else {
+            limits.max_bytes as usize
         };
         let mut records = Vec::new();
+        let mut taken = 0usize;
         let mut next_offset = response.next_offset;
         'batches: for batch in shale_format::BatchIter::new(response.record_batches.clone()) {
             let batch = batch.map_err(corrupt)?;
             if batch.last_offset() < from {
                 continue;
             }
+            // Records of an uncompressed batch are slices of the answer, which is bounded by
+            // what crossed the wire; those of a compressed one are copied out, so the
+            // decompressed section is freed with the batch.
+            let copy = batch.compression() != shale_format::Compression::None;
             for decoded in batch.records().map_err(corrupt)? {
                 if decoded.offset < from || decoded.offset >= response.high_watermark {
                     continue;
                 }
-                if records.len() >= limit {
+                let size = decoded_size(&decoded);
+                if records.len() >= max_records || (!records.is_empty() && taken + size > max_bytes)
+                {
                     next_offset = decoded.offset;
                     break 'batches;
                 }
-                records.push(stored_record(decoded));
+                taken += size;
+                records.push(stored_record(decoded, copy));
             }
         }
         Ok(Self {
@@ -96,19 +144,26 @@ impl FetchedBatch {
     }
 }
 
-fn stored_record(decoded: shale_format::DecodedRecord) -> StoredRecord {
+fn stored_record(decoded: shale_format::DecodedRecord, copy: bool) -> StoredRecord {
+    let own = |bytes: Option<bytes::Bytes>| {
+        if copy {
+            bytes.map(|bytes| bytes::Bytes::copy_from_slice(&bytes))
+        } else {
+            bytes
+        }
+    };
     StoredRecord {
         offset: decoded.offset,
         timestamp_ms: decoded.record.timestamp_ms,
-        key: decoded.record.key,
-        value: decoded.record.value,
+        key: own(decoded.record.key),
+        value: own(decoded.record.value),
         headers: decoded
             .record
             .headers
             .into_iter()
             .map(|header| crate::Header {
                 key: header.key,
-                value: header.value,
+                value: own(header.value),
             })
             .collect(),
     }
@@ -123,14 +178,27 @@ pub struct FetchStream {
     addr: Arc<str>,
     /// The next offset to return: answers of stored batches may start before it.
     position: i64,
+    max_bytes: u32,
+    /// An answer of stored batches not yet fully returned: the agent's stream continues
+    /// after its last batch, so every record in it must be handed out, `max_bytes` of
+    /// decoded records at a time (compressed batches may inflate far beyond what crossed
+    /// the wire).
+    pending: Option<v1::FetchResponse>,
 }
 
 impl FetchStream {
-    pub(crate) fn new(inner: Streaming<v1::FetchResponse>, addr: Arc<str>, offset: i64) -> Self {
+    pub(crate) fn new(
+        inner: Streaming<v1::FetchResponse>,
+        addr: Arc<str>,
+        offset: i64,
+        max_bytes: u32,
+    ) -> Self {
         Self {
             inner,
             addr,
             position: offset,
+            max_bytes,
+            pending: None,
         }
     }
 }
@@ -140,14 +208,145 @@ impl Stream for FetchStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        Pin::new(&mut this.inner).poll_next(cx).map(|item| {
-            item.map(|result| {
-                let response =
-                    result.map_err(|status| ClientError::from_status(&status, &this.addr))?;
-                let batch = FetchedBatch::from_response(response, this.position, 0, &this.addr)?;
-                this.position = this.position.max(batch.next_offset);
-                Ok(batch)
+        loop {
+            if let Some(response) = this.pending.take() {
+                let limits = DecodeLimits {
+                    max_records: 0,
+                    max_bytes: this.max_bytes,
+                };
+                let end = response.next_offset;
+                let batch = FetchedBatch::from_response(
+                    response.clone(),
+                    this.position,
+                    limits,
+                    &this.addr,
+                );
+                if let Ok(batch) = &batch {
+                    this.position = this.position.max(batch.next_offset);
+                    if this.position < end {
+                        this.pending = Some(response);
+                    }
+                }
+                return Poll::Ready(Some(batch));
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(response))) if !response.record_batches.is_empty() => {
+                    this.pending = Some(response);
+                }
+                Poll::Ready(Some(Ok(response))) => {
+                    this.position = this.position.max(response.next_offset);
+                    return Poll::Ready(Some(Ok(FetchedBatch::from(response))));
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    return Poll::Ready(Some(Err(ClientError::from_status(&status, &this.addr))));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Records `from..to` with 100-byte values as one stored batch.
+    fn batch(from: i64, to: i64, compression: shale_format::Compression) -> Vec<u8> {
+        let records: Vec<shale_format::Record> = (from..to)
+            .map(|offset| shale_format::Record {
+                key: None,
+                value: Some(Bytes::from(vec![b'a' + (offset % 26) as u8; 100])),
+                headers: Vec::new(),
+                timestamp_ms: 1_000 + offset,
             })
-        })
+            .collect();
+        shale_format::encode_batch(
+            &records,
+            &shale_format::BatchOptions {
+                base_offset: from,
+                compression,
+                ..shale_format::BatchOptions::default()
+            },
+        )
+        .unwrap()
+        .to_vec()
+    }
+
+    fn response(high_watermark: i64) -> v1::FetchResponse {
+        let bytes = [
+            batch(0, 4, shale_format::Compression::None),
+            batch(4, 8, shale_format::Compression::Zstd),
+        ]
+        .concat();
+        v1::FetchResponse {
+            partition: 3,
+            record_batches: bytes.into(),
+            high_watermark,
+            next_offset: high_watermark,
+            ..v1::FetchResponse::default()
+        }
+    }
+
+    fn offsets(batch: &FetchedBatch) -> Vec<i64> {
+        batch.records.iter().map(|record| record.offset).collect()
+    }
+
+    #[test]
+    fn stored_batches_decode_from_the_requested_offset_within_the_limits() {
+        let all = DecodeLimits {
+            max_records: 0,
+            max_bytes: 0,
+        };
+        let read = FetchedBatch::from_response(response(8), 2, all, "a").unwrap();
+        assert_eq!(offsets(&read), vec![2, 3, 4, 5, 6, 7]);
+        assert_eq!(read.next_offset, 8);
+        assert_eq!(read.records[3].timestamp_ms, 1_005);
+        assert_eq!(read.records[3].value.as_deref(), Some(&[b'f'; 100][..]));
+        // Nothing at or past the high watermark, even inside a batch.
+        let read = FetchedBatch::from_response(response(6), 0, all, "a").unwrap();
+        assert_eq!(offsets(&read), (0..6).collect::<Vec<_>>());
+        // max_records and max_bytes (132 bytes per record) stop decoding; next_offset is the
+        // first record not returned.
+        let two = DecodeLimits {
+            max_records: 2,
+            max_bytes: 0,
+        };
+        let read = FetchedBatch::from_response(response(8), 3, two, "a").unwrap();
+        assert_eq!((offsets(&read), read.next_offset), (vec![3, 4], 5));
+        let small = DecodeLimits {
+            max_records: 0,
+            max_bytes: 300,
+        };
+        let read = FetchedBatch::from_response(response(8), 1, small, "a").unwrap();
+        assert_eq!((offsets(&read), read.next_offset), (vec![1, 2], 3));
+        // At least one record, however small the limit.
+        let tiny = DecodeLimits {
+            max_records: 0,
+            max_bytes: 1,
+        };
+        let read = FetchedBatch::from_response(response(8), 5, tiny, "a").unwrap();
+        assert_eq!((offsets(&read), read.next_offset), (vec![5], 6));
+    }
+
+    #[test]
+    fn a_damaged_batch_is_an_error_not_data() {
+        let mut damaged = response(8);
+        let mut bytes = damaged.record_batches.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        damaged.record_batches = bytes.into();
+        let limits = DecodeLimits {
+            max_records: 0,
+            max_bytes: 0,
+        };
+        let error = FetchedBatch::from_response(damaged, 0, limits, "agent:1").unwrap_err();
+        assert!(matches!(error, ClientError::Protocol { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("partition 3 is damaged"),
+            "{error}"
+        );
     }
 }

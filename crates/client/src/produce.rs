@@ -189,6 +189,13 @@ impl ProduceRequest {
             })
             .collect();
         let producer = self.producer;
+        if let Some(p) = producer
+            && (p.producer_id < 0 || p.producer_epoch < 0 || p.base_sequence < 0)
+        {
+            return Err(ClientError::InvalidRequest(format!(
+                "producer id, epoch and base sequence must be non-negative, got {p:?}"
+            )));
+        }
         let options = shale_format::BatchOptions {
             // The topic's codec, if it fixes one, is applied by the agent.
             compression: match self.compression {

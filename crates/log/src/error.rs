@@ -98,6 +98,10 @@ pub enum LogError {
     )]
     Backpressure { limit: u64, waited_ms: u64 },
 
+    /// A shared resource of the agent (its decode slots) stayed taken for the wait allowed.
+    #[error("agent busy: {0}; retry later")]
+    Busy(String),
+
     #[error("object store unavailable: {0}")]
     StorageUnavailable(String),
 
@@ -158,6 +162,7 @@ impl LogError {
             self,
             Self::NotLeader { .. }
                 | Self::Backpressure { .. }
+                | Self::Busy(_)
                 | Self::StorageUnavailable(_)
                 | Self::MetaUnavailable(_)
                 | Self::OutcomeUnknown(_)

@@ -12,6 +12,7 @@ mod admin;
 mod config;
 mod error;
 mod fetch;
+pub mod fuzzing;
 mod groups;
 mod leadership;
 mod metrics;
@@ -47,7 +48,8 @@ pub use leadership::AgentAddresses;
 pub use metrics::LogMetrics;
 pub use offsets::{OffsetSpec, ResolvedOffset};
 pub use produce::{
-    MAX_RECORDS_PER_REQUEST, PartitionAck, ProduceRecords, ProduceTicket, ProducerIdentity,
+    MAX_DECOMPRESSED_BYTES_PER_REQUEST, MAX_RECORDS_PER_REQUEST, PartitionAck, ProduceRecords,
+    ProduceTicket, ProducerIdentity, client_batch_decompression_limit,
 };
 pub use topics::{COMPRESSION_TYPE, MAX_MESSAGE_BYTES, RETENTION_BYTES, RETENTION_MS};
 
@@ -286,7 +288,8 @@ impl Log {
 
     /// Runs CPU-bound batch work (CRC, compression, decoding) off the async workers. Work
     /// that decompresses first takes one of the [`DECODE_SLOTS`], held until the work ends
-    /// even if the caller gives up on it.
+    /// even if the caller gives up on it; a slot not free within `backpressure_timeout` is
+    /// [`LogError::Busy`].
     pub(crate) async fn run_blocking<T: Send + 'static>(
         &self,
         what: &'static str,
@@ -294,12 +297,18 @@ impl Log {
         work: impl FnOnce() -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
         let slot = if decompresses {
-            Some(
-                Arc::clone(&self.inner.decode_slots)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| LogError::Internal(format!("{what}: decode slots closed")))?,
-            )
+            let wait = self.inner.config.backpressure_timeout;
+            let acquire = Arc::clone(&self.inner.decode_slots).acquire_owned();
+            match tokio::time::timeout(wait, acquire).await {
+                Ok(Ok(slot)) => Some(slot),
+                Ok(Err(_closed)) => return Err(LogError::ShuttingDown),
+                Err(_elapsed) => {
+                    return Err(LogError::Busy(format!(
+                        "{what}: all {DECODE_SLOTS} decode slots stayed taken for {} ms",
+                        wait.as_millis()
+                    )));
+                }
+            }
         } else {
             None
         };

@@ -59,28 +59,47 @@ impl Log {
                 });
                 for entry in candidates {
                     let chunk = self.read_chunk(&entry).await?;
-                    for batch in BatchIter::new(chunk) {
-                        let batch = batch.map_err(|e| LogError::CorruptData(e.to_string()))?;
-                        if batch.max_timestamp() < target || batch.last_offset() < log_start {
-                            continue;
-                        }
-                        let records = batch
-                            .records()
-                            .map_err(|e| LogError::CorruptData(e.to_string()))?;
-                        if let Some(found) = records.into_iter().find(|r| {
-                            r.offset >= log_start
-                                && r.offset < high_watermark
-                                && r.record.timestamp_ms >= target
-                        }) {
-                            return Ok(Some(ResolvedOffset {
-                                offset: found.offset,
-                                timestamp_ms: Some(found.record.timestamp_ms),
-                            }));
-                        }
+                    // Decoding (and decompressing) a chunk is CPU work: off the async workers,
+                    // and behind a decode slot when a batch is compressed.
+                    let compressed = crate::produce::any_compressed(&chunk);
+                    let found = self
+                        .run_blocking("timestamp lookup", compressed, move || {
+                            find_in_chunk(chunk, target, log_start, high_watermark)
+                        })
+                        .await?;
+                    if found.is_some() {
+                        return Ok(found);
                     }
                 }
                 Ok(None)
             }
         }
     }
+}
+
+/// The first record of `chunk` at or after `target` (ms) within `log_start..high_watermark`.
+fn find_in_chunk(
+    chunk: bytes::Bytes,
+    target: i64,
+    log_start: i64,
+    high_watermark: i64,
+) -> Result<Option<ResolvedOffset>, LogError> {
+    for batch in BatchIter::new(chunk) {
+        let batch = batch.map_err(|e| LogError::CorruptData(e.to_string()))?;
+        if batch.max_timestamp() < target || batch.last_offset() < log_start {
+            continue;
+        }
+        let records = batch
+            .records()
+            .map_err(|e| LogError::CorruptData(e.to_string()))?;
+        if let Some(found) = records.into_iter().find(|r| {
+            r.offset >= log_start && r.offset < high_watermark && r.record.timestamp_ms >= target
+        }) {
+            return Ok(Some(ResolvedOffset {
+                offset: found.offset,
+                timestamp_ms: Some(found.record.timestamp_ms),
+            }));
+        }
+    }
+    Ok(None)
 }

@@ -352,7 +352,30 @@ fn encode_error(error: shale_format::BatchError) -> LogError {
     LogError::InvalidRequest(format!("cannot encode records: {error}"))
 }
 
+/// Most bytes the batches of one client request may decompress to in all. Each batch may
+/// inflate to [`client_batch_decompression_limit`]; without a total, a 64 MiB request of
+/// small zstd batches could make the agent inflate terabytes.
+pub const MAX_DECOMPRESSED_BYTES_PER_REQUEST: usize = 128 << 20;
+
+/// What one client batch's records section may decompress to: the topic's
+/// `max.message.bytes` or 32 MiB, whichever is larger, and never more than the format's
+/// 64 MiB. The agent's own batches never hold more than `max.message.bytes` uncompressed;
+/// client batches get room for real compression ratios, but not for a record so large that
+/// a record-form fetch answer could not carry it.
+pub fn client_batch_decompression_limit(topic: &TopicRecord) -> usize {
+    usize::try_from(topic.config.max_message_bytes)
+        .unwrap_or(usize::MAX)
+        .clamp(32 << 20, shale_format::DEFAULT_MAX_DECOMPRESSED_BYTES)
+}
+
 /// Verifies client-encoded batches and prepares them for the writer.
+///
+/// The headers are read first, cheaply, so that nothing is walked or decompressed for a
+/// request that is refused on them: at most [`MAX_RECORDS_PER_REQUEST`] records in all, and
+/// one producer per request — every batch with the same producer id and epoch and sequences
+/// that continue from batch to batch, or every batch without a producer. (The writer keeps
+/// one span of sequences per request, and bounds the producers one commit writes by the
+/// requests' producers; a request mixing producers would corrupt both.)
 pub(crate) fn prepare_client_batches(
     topic: &TopicRecord,
     records: Bytes,
@@ -362,26 +385,45 @@ pub(crate) fn prepare_client_batches(
             "the produce request holds no record batch".to_owned(),
         ));
     }
-    let limit = u64::from(topic.config.max_message_bytes);
-    let target = match topic_compression(&topic.config) {
-        TopicCompression::Producer => None,
-        TopicCompression::Codec(codec) => Some(codec),
-    };
-    let mut out = Vec::new();
+    let mut batches = Vec::new();
     let mut total_records = 0usize;
     for batch in shale_format::BatchIter::new(records) {
         let batch = batch.map_err(|error| LogError::InvalidBatch(error.to_string()))?;
-        // Checked before the records are walked: a reader decoding the batch later
-        // allocates per record, so the count is bounded like the native record form's.
-        total_records += usize::try_from(batch.record_count().max(0)).unwrap_or(usize::MAX);
+        // Non-negative: the header parser refuses negative counts.
+        total_records += usize::try_from(batch.record_count()).unwrap_or(usize::MAX);
         if total_records > MAX_RECORDS_PER_REQUEST {
             return Err(LogError::InvalidRequest(format!(
                 "a produce request may carry at most {MAX_RECORDS_PER_REQUEST} records, its batches hold more"
             )));
         }
+        if let Some(previous) = batches.last() {
+            check_same_producer(previous, &batch)?;
+        }
+        batches.push(batch);
+    }
+    let limit = u64::from(topic.config.max_message_bytes);
+    let target = match topic_compression(&topic.config) {
+        TopicCompression::Producer => None,
+        TopicCompression::Codec(codec) => Some(codec),
+    };
+    let options = ValidationOptions {
+        max_decompressed_bytes: client_batch_decompression_limit(topic),
+        ..ValidationOptions::default()
+    };
+    let mut decompressed = 0usize;
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
         let summary = batch
-            .validate(&ValidationOptions::default())
+            .validate(&options)
             .map_err(|error| LogError::InvalidBatch(error.to_string()))?;
+        if batch.compression() != Compression::None {
+            decompressed = decompressed.saturating_add(summary.uncompressed_records_len);
+            if decompressed > MAX_DECOMPRESSED_BYTES_PER_REQUEST {
+                return Err(LogError::InvalidRequest(format!(
+                    "the batches of a produce request may decompress to at most {MAX_DECOMPRESSED_BYTES_PER_REQUEST} bytes in all"
+                )));
+            }
+        }
         let header = *batch.header();
         let producer = (header.producer_id() >= 0).then(|| {
             ProducerBatchId::new(
@@ -392,8 +434,23 @@ pub(crate) fn prepare_client_batches(
             )
         });
         let bytes = match target {
-            Some(codec) if codec != header.compression() => recompress(&batch, codec)?,
-            _ => batch.into_bytes(),
+            Some(codec) if codec != header.compression() => {
+                BytesMut::from(recompress(&batch, codec)?.as_ref())
+            }
+            _ => {
+                let mut bytes = BytesMut::from(batch.as_bytes().as_ref());
+                // The index's timestamp ranges (and so lookups by time) come from the
+                // header: a client's wrong maxTimestamp is corrected, as Kafka does.
+                if summary.max_timestamp != header.max_timestamp() {
+                    shale_format::set_max_timestamp(
+                        &mut bytes,
+                        header.timestamp_type(),
+                        summary.max_timestamp,
+                    )
+                    .map_err(|error| LogError::InvalidBatch(error.to_string()))?;
+                }
+                bytes
+            }
         };
         if bytes.len() as u64 > limit {
             return Err(LogError::MessageTooLarge {
@@ -403,12 +460,40 @@ pub(crate) fn prepare_client_batches(
             });
         }
         out.push(PreparedBatch {
-            bytes: BytesMut::from(bytes.as_ref()),
+            bytes,
             record_count: summary.record_count as u32,
             producer,
         });
     }
     Ok(out)
+}
+
+/// Refuses `next` unless it continues `previous`'s producer: the same producer id and epoch
+/// (or no producer for both) and, when idempotent, the sequence after `previous`'s last.
+fn check_same_producer(previous: &RecordBatch, next: &RecordBatch) -> Result<(), LogError> {
+    let (a, b) = (previous.header(), next.header());
+    let idempotent = a.producer_id() >= 0;
+    if idempotent != (b.producer_id() >= 0)
+        || (idempotent
+            && (a.producer_id() != b.producer_id() || a.producer_epoch() != b.producer_epoch()))
+    {
+        return Err(LogError::InvalidRequest(format!(
+            "the batches of one produce request must come from one producer, got producer {} epoch {} then producer {} epoch {}",
+            a.producer_id(),
+            a.producer_epoch(),
+            b.producer_id(),
+            b.producer_epoch()
+        )));
+    }
+    let expected = add_sequence(a.base_sequence(), a.record_count());
+    if idempotent && b.base_sequence() != expected {
+        return Err(LogError::InvalidRequest(format!(
+            "the batches of one produce request must have consecutive sequences: producer {} expected {expected}, got {}",
+            b.producer_id(),
+            b.base_sequence()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether any of the batches in `records` is compressed, read from their headers alone

@@ -47,6 +47,26 @@ pub enum AdminError {
         /// What the server said.
         message: String,
     },
+    /// The bucket does not exist, and the agent was not asked to create it.
+    #[error(
+        "bucket {bucket:?} does not exist at {store}; create it, or start the agent with --create-bucket (create_bucket = true) to have it created"
+    )]
+    MissingBucket {
+        /// The bucket.
+        bucket: String,
+        /// The store, without credentials.
+        store: String,
+    },
+    /// The bucket could not be checked (no permission, unreachable store).
+    #[error("cannot use bucket {bucket:?} at {store}: {message}")]
+    BucketUnusable {
+        /// The bucket.
+        bucket: String,
+        /// The store, without credentials.
+        store: String,
+        /// What the server said.
+        message: String,
+    },
     /// The lifecycle rule could not be read or written.
     #[error(
         "could not set the multipart lifecycle rule on bucket {bucket:?} at {store}: {message}"
@@ -135,6 +155,35 @@ impl StoreAdmin {
 
     fn store_name(&self) -> String {
         self.config.redacted_url()
+    }
+
+    /// Checks that the bucket exists and answers (a HEAD). A missing bucket is
+    /// [`AdminError::MissingBucket`], anything else (403, an unreachable store)
+    /// [`AdminError::BucketUnusable`]. Nothing to check for `file://` and `memory://`.
+    pub async fn check_bucket(&self) -> Result<(), AdminError> {
+        let Target::S3(s3) = &self.target else {
+            return Ok(());
+        };
+        let Err(error) = s3.client.head_bucket().bucket(&s3.bucket).send().await else {
+            return Ok(());
+        };
+        let not_found = error
+            .as_service_error()
+            .is_some_and(aws_sdk_s3::operation::head_bucket::HeadBucketError::is_not_found)
+            || error
+                .raw_response()
+                .is_some_and(|response| response.status().as_u16() == 404);
+        if not_found {
+            return Err(AdminError::MissingBucket {
+                bucket: s3.bucket.clone(),
+                store: self.store_name(),
+            });
+        }
+        Err(AdminError::BucketUnusable {
+            bucket: s3.bucket.clone(),
+            store: self.store_name(),
+            message: describe(&error),
+        })
     }
 
     /// Creates the bucket if it does not exist. A bucket that already exists and is usable is
@@ -437,8 +486,18 @@ mod tests {
         let s3 = shale_testkit::moto();
         let config: ObjectStoreConfig = s3.store_url("admin-test", "cluster/a").parse().unwrap();
         let admin = admin(&config).await;
+        // Not created unless asked: the check names the bucket and the switch.
+        let missing = admin.check_bucket().await.unwrap_err();
+        assert!(
+            matches!(missing, AdminError::MissingBucket { .. }),
+            "{missing:?}"
+        );
+        let text = missing.to_string();
+        assert!(text.contains("\"admin-test\" does not exist"), "{text}");
+        assert!(text.contains("--create-bucket"), "{text}");
         admin.ensure_bucket().await.unwrap();
         admin.ensure_bucket().await.unwrap();
+        admin.check_bucket().await.unwrap();
         admin.put_abort_multipart_lifecycle(3).await.unwrap();
         admin.put_abort_multipart_lifecycle(2).await.unwrap();
         let rules = s3
@@ -521,6 +580,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bucket_without_permission_is_unusable_not_missing() {
+        let server = FakeS3::start(|_request| Reply::error(403, "AccessDenied"));
+        let config: ObjectStoreConfig = server.store_url("bucket", "").parse().unwrap();
+        let error = admin(&config).await.check_bucket().await.unwrap_err();
+        assert!(
+            matches!(error, AdminError::BucketUnusable { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("cannot use bucket \"bucket\""),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
     async fn unsupported_conditional_put_is_a_clear_error() {
         let server = FakeS3::start(|_request| Reply::error(501, "NotImplemented"));
         let config: ObjectStoreConfig = server.store_url("bucket", "").parse().unwrap();
@@ -542,6 +616,7 @@ mod tests {
             ObjectStoreConfig::file(dir.path()),
         ] {
             let admin = admin(&config).await;
+            admin.check_bucket().await.unwrap();
             admin.ensure_bucket().await.unwrap();
             admin.put_abort_multipart_lifecycle(1).await.unwrap();
             admin.check_conditional_writes().await.unwrap();

@@ -255,6 +255,14 @@ impl v1::log_service_server::LogService for LogService {
                     .map_err(|e| to_status(&e))?;
                 (0..topic.partitions).collect()
             } else {
+                // Each partition once: a lookup by timestamp reads stored data, and a request
+                // naming one partition 10,000 times must not read it 10,000 times.
+                let mut seen = std::collections::BTreeSet::new();
+                if let Some(twice) = request.partitions.iter().find(|p| !seen.insert(**p)) {
+                    return Err(Status::invalid_argument(format!(
+                        "partition {twice} is listed more than once"
+                    )));
+                }
                 request.partitions
             };
             let mut offsets = Vec::with_capacity(partitions.len());

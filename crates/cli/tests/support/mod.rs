@@ -80,7 +80,7 @@ impl Agent {
             Backends::Dev => "dev",
             Backends::EtcdS3 => "agent",
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shale"));
+        let mut command = Command::new(agent_bin());
         command
             .arg(subcommand)
             .env_remove("SHALE_ADDR")
@@ -100,6 +100,7 @@ impl Agent {
                     .arg(format!("etcd://{}", etcd.host_port()))
                     .arg("--object-store")
                     .arg(s3.store_url("shale-cli-test", "cluster"))
+                    .arg("--create-bucket")
                     .arg("--cache-dir")
                     .arg(self.dir.path().join("cache"))
                     .args(["--agent-id", "cli-test"]);
@@ -199,6 +200,13 @@ fn banner(log: &Path) -> Option<(String, String)> {
         .find_map(|line| line.strip_prefix("shale: serving grpc on "))?;
     let (grpc, http) = line.split_once(", http on ")?;
     Some((grpc.trim().to_owned(), http.trim().to_owned()))
+}
+
+/// The binary agents run as: this build's `shale`, or the one `SHALE_TEST_AGENT_BIN` names
+/// (e.g. a release build, to measure the hostile-client test as deployed).
+fn agent_bin() -> std::path::PathBuf {
+    std::env::var_os("SHALE_TEST_AGENT_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_shale").into(), Into::into)
 }
 
 /// Runs the `shale` binary with `SHALE_ADDR=addr`.
