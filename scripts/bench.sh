@@ -15,6 +15,9 @@
 #   ENCODINGS="client agent"  which `--encoding`s the headline benches use (an agent that
 #                          predates record_batches understands only `agent`)
 #   QUICK=1                only the headline benches (PUT ceiling, produce, consume)
+#   STORE_OPTIONS=k=v&...  extra object-store URL options for the agent and the PUT ceiling
+#                          (e.g. unsigned_payload=true: moto listens on plain http, where
+#                          bodies are SHA-256-hashed for signing by default)
 #
 # Needs what scripts/test.sh installs (etcd, .venv with moto). Stops everything it started,
 # by PID, on exit.
@@ -53,7 +56,7 @@ pids+=($!)
 until curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null; do sleep 0.1; done
 until curl -s -o /dev/null "http://127.0.0.1:$s3_port/moto-api/"; do sleep 0.1; done
 
-store() { echo "s3://shale-bench/$1?endpoint=http://127.0.0.1:$s3_port&region=us-east-1&access_key_id=test&secret_access_key=test&allow_http=true"; }
+store() { echo "s3://shale-bench/$1?endpoint=http://127.0.0.1:$s3_port&region=us-east-1&access_key_id=test&secret_access_key=test&allow_http=true${STORE_OPTIONS:+&$STORE_OPTIONS}"; }
 grpc_port=$(free_port); http_port=$(free_port)
 export SHALE_ADDR="http://127.0.0.1:$grpc_port" SHALE_METRICS_URL="http://127.0.0.1:$http_port/metrics"
 create_bucket=()
@@ -103,11 +106,11 @@ log "agent: $agent_bin ($("$agent_bin" --version 2>/dev/null || echo unknown ver
 "$shale" topic create bench-read --partitions 8 >&2
 for run in $(seq "$runs"); do
     log "run $run/$runs: raw PUT 8 MiB x 40, 4 in flight (the agent's upload concurrency)"
-    bench "put-8MiB" put --object-store "$(store raw)" --size 8MiB --count 40 --concurrency 4 >/dev/null
+    bench "put-8MiB" put --object-store "$(store raw)" --size 8MiB --count 40 --concurrency 4
     for encoding in $encodings; do
         log "run $run/$runs: produce 15s, 1 KiB records, 8 partitions, encoding $encoding"
         bench "produce-8p-$encoding" produce --duration 15s --record-size 1024 --partitions 8 \
-            --concurrency 8 --batch-records 100 --encoding "$encoding" >/dev/null
+            --concurrency 8 --batch-records 100 --encoding "$encoding"
     done
 done
 first_encoding="${encodings%% *}"
@@ -118,32 +121,32 @@ for run in $(seq "$runs"); do
     for encoding in $encodings; do
         log "run $run/$runs: consume $records records from the cache, encoding $encoding"
         bench "consume-cache-$encoding" consume --topic bench-read --records "$records" \
-            --concurrency 8 --encoding "$encoding" >/dev/null
+            --concurrency 8 --encoding "$encoding"
     done
 done
 
 if [ -z "${QUICK:-}" ]; then
     log "raw PUT 1 MiB x 200 (latency reference)"
-    bench "put-1MiB" put --object-store "$(store raw)" --size 1MiB --count 200 --concurrency 4 >/dev/null
+    bench "put-1MiB" put --object-store "$(store raw)" --size 1MiB --count 200 --concurrency 4
     for partitions in 1 1000; do
         log "produce: as fast as acked for 15s, $partitions partitions, encoding $first_encoding"
         bench "produce-${partitions}p-$first_encoding" produce --duration 15s --record-size 1024 \
-            --partitions "$partitions" --concurrency 8 --batch-records 100 --encoding "$first_encoding" >/dev/null
+            --partitions "$partitions" --concurrency 8 --batch-records 100 --encoding "$first_encoding"
     done
     for partitions in 1 1000; do
         log "produce at 20000 rec/s for 20s (PUT rate, latency), $partitions partitions"
         bench "rate-${partitions}p" produce --duration 20s --rate 20000 --record-size 1024 \
-            --partitions "$partitions" --concurrency 4 --batch-records 50 --encoding "$first_encoding" >/dev/null
+            --partitions "$partitions" --concurrency 4 --batch-records 50 --encoding "$first_encoding"
     done
     log "e2e: produce and consume at once"
     bench "e2e" e2e --records 100000 --record-size 1024 --partitions 8 --concurrency 4 \
-        --encoding "$first_encoding" >/dev/null
+        --encoding "$first_encoding"
     log "consume from the object store (agent restarted with an empty cache)"
     kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
     rm -rf "$work/cache"
     start_agent
     bench "consume-store-$first_encoding" consume --topic bench-read --records "$records" \
-        --concurrency 8 --encoding "$first_encoding" >/dev/null
+        --concurrency 8 --encoding "$first_encoding"
 fi
 
 log "summary (medians over $runs runs)"

@@ -282,8 +282,9 @@ impl Log {
         let compressed = batches
             .iter()
             .any(|batch| batch.compression() != shale_format::Compression::None);
+        let size = crate::WorkSize::of(batches.iter().map(RecordBatch::byte_len).sum(), compressed);
         let (records, next_offset) = self
-            .run_blocking("decoding", compressed, move || {
+            .run_blocking("decoding", size, move || {
                 decode_records(&batches, offset, high_watermark, max_records, max_bytes)
             })
             .await?;

@@ -107,6 +107,34 @@ struct Inner {
 /// would not make it faster on the machines an agent runs on.
 pub const DECODE_SLOTS: usize = 4;
 
+/// Uncompressed batch work on at most this many bytes (a CRC pass and a walk over record
+/// boundaries, or encoding without compression: tens of microseconds) runs on the async
+/// worker that asked for it: handing it to a blocking thread costs more CPU than doing it.
+pub(crate) const INLINE_WORK_BYTES: usize = 256 << 10;
+
+/// How [`Log::run_blocking`] runs a piece of batch work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkSize {
+    /// Uncompressed and at most [`INLINE_WORK_BYTES`]: inline.
+    Small,
+    /// On a blocking thread.
+    Large,
+    /// Decompresses: on a blocking thread, behind a decode slot.
+    Decompresses,
+}
+
+impl WorkSize {
+    pub(crate) fn of(bytes: usize, compressed: bool) -> Self {
+        if compressed {
+            Self::Decompresses
+        } else if bytes <= INLINE_WORK_BYTES {
+            Self::Small
+        } else {
+            Self::Large
+        }
+    }
+}
+
 /// Opens the lease file and locks it exclusively (an advisory lock the OS drops when the
 /// process dies); `None` if another live process holds it or it cannot be opened.
 fn lock_lease_file(path: &std::path::Path) -> Option<std::fs::File> {
@@ -286,16 +314,20 @@ impl Log {
         info!(agent_id = %self.inner.config.agent_id, "engine stopped");
     }
 
-    /// Runs CPU-bound batch work (CRC, compression, decoding) off the async workers. Work
-    /// that decompresses first takes one of the [`DECODE_SLOTS`], held until the work ends
-    /// even if the caller gives up on it; a slot not free within `backpressure_timeout` is
-    /// [`LogError::Busy`].
+    /// Runs CPU-bound batch work (CRC, compression, decoding) off the async workers, unless
+    /// it is [`WorkSize::Small`]. Work that decompresses first takes one of the
+    /// [`DECODE_SLOTS`], held until the work ends even if the caller gives up on it; a slot
+    /// not free within `backpressure_timeout` is [`LogError::Busy`].
     pub(crate) async fn run_blocking<T: Send + 'static>(
         &self,
         what: &'static str,
-        decompresses: bool,
+        size: WorkSize,
         work: impl FnOnce() -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
+        if size == WorkSize::Small {
+            return work();
+        }
+        let decompresses = size == WorkSize::Decompresses;
         let slot = if decompresses {
             let wait = self.inner.config.backpressure_timeout;
             let acquire = Arc::clone(&self.inner.decode_slots).acquire_owned();

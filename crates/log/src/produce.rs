@@ -15,7 +15,7 @@ use crate::partitioner::partition_for_key;
 use crate::producers::{ProducerBatchId, add_sequence};
 use crate::topics::{TopicCompression, topic_compression};
 use crate::writer::{AppendAck, AppendReceiver, AppendRequest, PreparedBatch};
-use crate::{Log, LogError};
+use crate::{Log, LogError, WorkSize};
 
 /// Most records one native produce request may carry.
 pub const MAX_RECORDS_PER_REQUEST: usize = 100_000;
@@ -110,8 +110,20 @@ impl Log {
         // (compression, CRC) is CPU work: it runs off the async workers, so lease
         // keep-alives and other requests never wait behind it.
         let encode_topic = Arc::clone(&topic);
+        let payload: usize = request
+            .records
+            .iter()
+            .map(|(record, _)| record_payload(record))
+            .sum();
+        let size = WorkSize::of(payload, compression != Compression::None);
+        // Compressing is not decompressing: no decode slot, but never inline.
+        let size = if size == WorkSize::Decompresses {
+            WorkSize::Large
+        } else {
+            size
+        };
         let encoded = self
-            .run_blocking("encoding", false, move || {
+            .run_blocking("encoding", size, move || {
                 encode_request(
                     &encode_topic,
                     request,
@@ -169,9 +181,11 @@ impl Log {
         // compressed batch first waits for a decode slot (its records section may inflate).
         let prepare_topic = Arc::clone(&topic);
         let batches = self
-            .run_blocking("batch check", any_compressed(&records), move || {
-                prepare_client_batches(&prepare_topic, records)
-            })
+            .run_blocking(
+                "batch check",
+                WorkSize::of(records.len(), any_compressed(&records)),
+                move || prepare_client_batches(&prepare_topic, records),
+            )
             .await?;
         let receiver = self
             .append(AppendRequest {
@@ -195,6 +209,17 @@ impl Log {
             .append(request, move || inner.leader_elsewhere(key))
             .await
     }
+}
+
+/// Bytes of a record's key, value and headers: what encoding it costs, roughly.
+fn record_payload(record: &Record) -> usize {
+    record.key.as_ref().map_or(0, Bytes::len)
+        + record.value.as_ref().map_or(0, Bytes::len)
+        + record
+            .headers
+            .iter()
+            .map(|header| header.key.len() + header.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
 }
 
 /// The checks of a record-form produce that need nothing but the topic; returns the codec

@@ -184,6 +184,7 @@ fn build_s3(
     if let Some(virtual_hosted) = s3.virtual_hosted_style {
         builder = builder.with_virtual_hosted_style_request(virtual_hosted);
     }
+    builder = builder.with_unsigned_payload(unsigned_payload(s3));
     match (&s3.access_key_id, &s3.secret_access_key) {
         (Some(key), Some(secret)) => {
             builder = builder
@@ -324,5 +325,35 @@ mod tests {
             .await
             .unwrap();
         assert!(root.join("segments/x.seg").is_file());
+    }
+}
+
+/// Whether uploads skip the SigV4 body hash: as configured, else only where TLS protects
+/// the body (an `https` endpoint, or AWS itself).
+fn unsigned_payload(s3: &S3Config) -> bool {
+    s3.unsigned_payload.unwrap_or_else(|| {
+        s3.endpoint
+            .as_deref()
+            .is_none_or(|endpoint| endpoint.starts_with("https://"))
+    })
+}
+
+#[cfg(test)]
+mod unsigned_payload_tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_hashed_only_where_nothing_else_protects_them() {
+        let with = |endpoint: Option<&str>, explicit: Option<bool>| {
+            let mut s3 = S3Config::new("bucket", "");
+            s3.endpoint = endpoint.map(str::to_owned);
+            s3.unsigned_payload = explicit;
+            unsigned_payload(&s3)
+        };
+        assert!(with(None, None), "AWS is https");
+        assert!(with(Some("https://minio:9000"), None));
+        assert!(!with(Some("http://127.0.0.1:9000"), None));
+        assert!(with(Some("http://127.0.0.1:9000"), Some(true)));
+        assert!(!with(Some("https://minio:9000"), Some(false)));
     }
 }

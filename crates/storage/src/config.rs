@@ -144,6 +144,13 @@ pub struct S3Config {
     /// Allow plain `http://` endpoints. Default false.
     #[serde(default)]
     pub allow_http: Option<bool>,
+    /// Sign requests without hashing their bodies (`UNSIGNED-PAYLOAD`). Hashing a segment
+    /// for SigV4 costs a SHA-256 pass over every byte uploaded; over TLS it adds nothing TLS
+    /// does not already give (AWS's own SDKs skip it there), and segments carry CRC32Cs
+    /// checked on every read. Default: unsigned for `https` endpoints and AWS, signed for
+    /// plain `http` endpoints, where nothing else protects a body in transit.
+    #[serde(default)]
+    pub unsigned_payload: Option<bool>,
     /// Static access key id; otherwise the AWS credential chain.
     #[serde(default)]
     pub access_key_id: Option<String>,
@@ -165,6 +172,7 @@ impl S3Config {
             region: None,
             virtual_hosted_style: None,
             allow_http: None,
+            unsigned_payload: None,
             access_key_id: None,
             secret_access_key: None,
             session_token: None,

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! s3://bucket[/prefix][?endpoint=URL&region=R&access_key_id=K&secret_access_key=S
-//!                      &session_token=T&allow_http=BOOL&virtual_hosted_style=BOOL]
+//!                      &session_token=T&allow_http=BOOL&virtual_hosted_style=BOOL
+//!                      &unsigned_payload=BOOL]
 //! file:///absolute/path
 //! memory://
 //! ```
@@ -113,7 +114,7 @@ const COMMON_OPTIONS: [&str; 5] = [
     "max_backoff_ms",
 ];
 
-const S3_OPTIONS: [&str; 7] = [
+const S3_OPTIONS: [&str; 8] = [
     "endpoint",
     "region",
     "access_key_id",
@@ -121,6 +122,7 @@ const S3_OPTIONS: [&str; 7] = [
     "session_token",
     "allow_http",
     "virtual_hosted_style",
+    "unsigned_payload",
 ];
 
 impl ObjectStoreConfig {
@@ -342,6 +344,7 @@ fn apply_s3_option(s3: &mut S3Config, key: &str, value: &str) -> Result<Option<(
         "session_token" => s3.session_token = Some(Secret::new(value)),
         "allow_http" => s3.allow_http = Some(parse_bool(value)?),
         "virtual_hosted_style" => s3.virtual_hosted_style = Some(parse_bool(value)?),
+        "unsigned_payload" => s3.unsigned_payload = Some(parse_bool(value)?),
         _ => return Ok(None),
     }
     Ok(Some(()))

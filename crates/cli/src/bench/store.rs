@@ -22,7 +22,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use url::Url;
 
-const S3_OPTIONS: [&str; 7] = [
+const S3_OPTIONS: [&str; 8] = [
     "endpoint",
     "region",
     "access_key_id",
@@ -30,6 +30,7 @@ const S3_OPTIONS: [&str; 7] = [
     "session_token",
     "allow_http",
     "virtual_hosted_style",
+    "unsigned_payload",
 ];
 
 /// A store, and its URL as shown in output (without the query, which may hold secrets).
@@ -87,14 +88,26 @@ fn s3_builder(url: &Url, shown: &str) -> Result<AmazonS3Builder> {
     };
     let mut builder = AmazonS3Builder::from_env()
         .with_conditional_put(S3ConditionalPut::ETagMatch)
-        .with_retry(no_retries);
+        .with_retry(no_retries)
+        .with_unsigned_payload(true);
+    let mut explicit_unsigned = None;
     for (key, value) in url.query_pairs() {
         let value = value.into_owned();
         builder = match key.as_ref() {
             "endpoint" => {
                 // Plain http is only for local test servers; saying the endpoint says so.
+                // Bodies are hashed for signing there unless asked otherwise, as the agent
+                // does (shale_storage's `unsigned_payload`).
                 let plain = value.starts_with("http://");
+                if explicit_unsigned.is_none() {
+                    builder = builder.with_unsigned_payload(!plain);
+                }
                 builder.with_endpoint(value).with_allow_http(plain)
+            }
+            "unsigned_payload" => {
+                let unsigned = parse_bool(&key, &value, shown)?;
+                explicit_unsigned = Some(unsigned);
+                builder.with_unsigned_payload(unsigned)
             }
             "region" => builder.with_region(value),
             "access_key_id" => builder.with_access_key_id(value),
