@@ -170,8 +170,12 @@ fn stored_record(decoded: shale_format::DecodedRecord, copy: bool) -> StoredReco
 }
 
 /// Batches of one partition as the agent commits them, from a `FetchStream` call. It ends
-/// only with an error (or when dropped); see [`crate::Consumer`] for a follower that
-/// reconnects.
+/// only with an error (or when dropped; after an answer that cannot be decoded it yields
+/// that error and then ends); see [`crate::Consumer`] for a follower that reconnects.
+///
+/// An answer of stored batches is handed out `max_bytes` of decoded records at a time; a
+/// batch split over several items is decoded again for each (CPU, not memory: what is held
+/// is the compressed answer and one decoded batch).
 #[derive(Debug)]
 pub struct FetchStream {
     inner: Streaming<v1::FetchResponse>,
@@ -184,6 +188,9 @@ pub struct FetchStream {
     /// decoded records at a time (compressed batches may inflate far beyond what crossed
     /// the wire).
     pending: Option<v1::FetchResponse>,
+    /// An answer could not be decoded: the stream ends, since the agent's stream has moved
+    /// past it and reading on would skip its undecoded records. Reopen at the position.
+    ended: bool,
 }
 
 impl FetchStream {
@@ -199,6 +206,7 @@ impl FetchStream {
             position: offset,
             max_bytes,
             pending: None,
+            ended: false,
         }
     }
 }
@@ -208,6 +216,9 @@ impl Stream for FetchStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
         loop {
             if let Some(response) = this.pending.take() {
                 let limits = DecodeLimits {
@@ -221,11 +232,14 @@ impl Stream for FetchStream {
                     limits,
                     &this.addr,
                 );
-                if let Ok(batch) = &batch {
-                    this.position = this.position.max(batch.next_offset);
-                    if this.position < end {
-                        this.pending = Some(response);
+                match &batch {
+                    Ok(batch) => {
+                        this.position = this.position.max(batch.next_offset);
+                        if this.position < end {
+                            this.pending = Some(response);
+                        }
                     }
+                    Err(_) => this.ended = true,
                 }
                 return Poll::Ready(Some(batch));
             }

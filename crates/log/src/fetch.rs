@@ -282,7 +282,17 @@ impl Log {
         let compressed = batches
             .iter()
             .any(|batch| batch.compression() != shale_format::Compression::None);
-        let size = crate::WorkSize::of(batches.iter().map(RecordBatch::byte_len).sum(), compressed);
+        let size = crate::WorkSize::of(
+            batches
+                .iter()
+                .map(|batch| {
+                    batch.byte_len()
+                        + usize::try_from(batch.record_count()).unwrap_or(0)
+                            * crate::produce::PER_ITEM_WORK_BYTES
+                })
+                .sum(),
+            compressed,
+        );
         let (records, next_offset) = self
             .run_blocking("decoding", size, move || {
                 decode_records(&batches, offset, high_watermark, max_records, max_bytes)

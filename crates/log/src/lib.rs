@@ -325,7 +325,10 @@ impl Log {
         work: impl FnOnce() -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
         if size == WorkSize::Small {
-            return work();
+            // A panic stays this request's failure, as it would on a blocking thread,
+            // instead of unwinding the task that serves a whole stream.
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|_| Err(LogError::Internal(format!("{what} panicked"))));
         }
         let decompresses = size == WorkSize::Decompresses;
         let slot = if decompresses {

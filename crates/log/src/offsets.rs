@@ -61,8 +61,7 @@ impl Log {
                     let chunk = self.read_chunk(&entry).await?;
                     // Decoding (and decompressing) a chunk is CPU work: off the async workers,
                     // and behind a decode slot when a batch is compressed.
-                    let size =
-                        crate::WorkSize::of(chunk.len(), crate::produce::any_compressed(&chunk));
+                    let size = crate::produce::batch_work(&chunk);
                     let found = self
                         .run_blocking("timestamp lookup", size, move || {
                             find_in_chunk(chunk, target, log_start, high_watermark)

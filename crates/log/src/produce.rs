@@ -183,7 +183,7 @@ impl Log {
         let batches = self
             .run_blocking(
                 "batch check",
-                WorkSize::of(records.len(), any_compressed(&records)),
+                batch_check_work(&topic, &records),
                 move || prepare_client_batches(&prepare_topic, records),
             )
             .await?;
@@ -211,15 +211,28 @@ impl Log {
     }
 }
 
-/// Bytes of a record's key, value and headers: what encoding it costs, roughly.
+/// Bytes of a record's key, value and headers, plus a fixed amount per record and header:
+/// what encoding it costs, roughly.
 fn record_payload(record: &Record) -> usize {
-    record.key.as_ref().map_or(0, Bytes::len)
+    PER_ITEM_WORK_BYTES * (1 + record.headers.len())
+        + record.key.as_ref().map_or(0, Bytes::len)
         + record.value.as_ref().map_or(0, Bytes::len)
         + record
             .headers
             .iter()
             .map(|header| header.key.len() + header.value.as_ref().map_or(0, Bytes::len))
             .sum::<usize>()
+}
+
+/// How checking client batches for `topic` runs: recompressing into the topic's codec is
+/// never small work, and decompressing needs a decode slot.
+fn batch_check_work(topic: &TopicRecord, records: &Bytes) -> WorkSize {
+    match (batch_work(records), topic_compression(&topic.config)) {
+        (WorkSize::Small, TopicCompression::Codec(codec)) if codec != Compression::None => {
+            WorkSize::Large
+        }
+        (size, _) => size,
+    }
 }
 
 /// The checks of a record-form produce that need nothing but the topic; returns the codec
@@ -521,13 +534,33 @@ fn check_same_producer(previous: &RecordBatch, next: &RecordBatch) -> Result<(),
     Ok(())
 }
 
-/// Whether any of the batches in `records` is compressed, read from their headers alone
-/// (batches that do not parse are refused later, by the full check).
-pub(crate) fn any_compressed(records: &Bytes) -> bool {
+/// Whether any batch in `records` is compressed, and how many records they hold, read from
+/// their headers alone (batches that do not parse are refused later, by the full check).
+pub(crate) fn batch_stats(records: &Bytes) -> (bool, usize) {
     shale_format::BatchIter::new(records.clone())
         .map_while(Result::ok)
-        .any(|batch| batch.compression() != Compression::None)
+        .fold((false, 0), |(compressed, count), batch| {
+            (
+                compressed || batch.compression() != Compression::None,
+                count + usize::try_from(batch.record_count()).unwrap_or(0),
+            )
+        })
 }
+
+/// What walking or decoding `records` costs, as bytes: the bytes themselves plus a fixed
+/// amount per record, so a chunk dense with tiny records is not mistaken for small work.
+pub(crate) fn batch_work(records: &Bytes) -> WorkSize {
+    let (compressed, count) = batch_stats(records);
+    WorkSize::of(
+        records
+            .len()
+            .saturating_add(count.saturating_mul(PER_ITEM_WORK_BYTES)),
+        compressed,
+    )
+}
+
+/// Bytes one record or header counts for in a work estimate, besides its payload.
+pub(crate) const PER_ITEM_WORK_BYTES: usize = 32;
 
 /// Re-encodes a batch with another codec, keeping every header field the producer set.
 fn recompress(batch: &RecordBatch, codec: Compression) -> Result<Bytes, LogError> {

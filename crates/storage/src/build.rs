@@ -184,7 +184,15 @@ fn build_s3(
     if let Some(virtual_hosted) = s3.virtual_hosted_style {
         builder = builder.with_virtual_hosted_style_request(virtual_hosted);
     }
-    builder = builder.with_unsigned_payload(unsigned_payload(s3));
+    // From the endpoint in effect, the environment's included; an explicit
+    // AWS_UNSIGNED_PAYLOAD in the environment is left alone unless the URL says otherwise.
+    let effective_endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    if s3.unsigned_payload.is_some() || std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_none() {
+        builder = builder.with_unsigned_payload(unsigned_payload(
+            s3.unsigned_payload,
+            effective_endpoint.as_deref(),
+        ));
+    }
     match (&s3.access_key_id, &s3.secret_access_key) {
         (Some(key), Some(secret)) => {
             builder = builder
@@ -329,12 +337,14 @@ mod tests {
 }
 
 /// Whether uploads skip the SigV4 body hash: as configured, else only where TLS protects
-/// the body (an `https` endpoint, or AWS itself).
-fn unsigned_payload(s3: &S3Config) -> bool {
-    s3.unsigned_payload.unwrap_or_else(|| {
-        s3.endpoint
-            .as_deref()
-            .is_none_or(|endpoint| endpoint.starts_with("https://"))
+/// the body (an `https` endpoint, or AWS itself, when no endpoint is set).
+pub fn unsigned_payload(configured: Option<bool>, endpoint: Option<&str>) -> bool {
+    configured.unwrap_or_else(|| {
+        endpoint.is_none_or(|endpoint| {
+            endpoint
+                .get(..8)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        })
     })
 }
 
@@ -344,12 +354,13 @@ mod unsigned_payload_tests {
 
     #[test]
     fn bodies_are_hashed_only_where_nothing_else_protects_them() {
-        let with = |endpoint: Option<&str>, explicit: Option<bool>| {
-            let mut s3 = S3Config::new("bucket", "");
-            s3.endpoint = endpoint.map(str::to_owned);
-            s3.unsigned_payload = explicit;
-            unsigned_payload(&s3)
-        };
+        let with =
+            |endpoint: Option<&str>, explicit: Option<bool>| unsigned_payload(explicit, endpoint);
+        assert!(with(Some("HTTPS://minio:9000"), None));
+        assert!(
+            !with(Some("minio:9000"), None),
+            "no scheme: not known to be TLS"
+        );
         assert!(with(None, None), "AWS is https");
         assert!(with(Some("https://minio:9000"), None));
         assert!(!with(Some("http://127.0.0.1:9000"), None));

@@ -45,7 +45,7 @@ mod conformance;
 mod test_support;
 
 pub use admin::{AdminError, StoreAdmin, check_conditional_put};
-pub use build::{BuildError, build_backend, build_object_store};
+pub use build::{BuildError, build_backend, build_object_store, unsigned_payload};
 pub use cache::{BlockCache, CacheConfig, CacheError};
 pub use classify::{ErrorClass, classify, is_transient};
 pub use config::{

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! s3://bucket[/prefix][?endpoint=URL&region=R&access_key_id=K&secret_access_key=S
-//!                      &session_token=T&allow_http=BOOL&virtual_hosted_style=BOOL]
+//!                      &session_token=T&allow_http=BOOL&virtual_hosted_style=BOOL
+//!                      &unsigned_payload=BOOL]
 //! file:///absolute/path
 //! memory://
 //! ```
@@ -88,8 +89,7 @@ fn s3_builder(url: &Url, shown: &str) -> Result<AmazonS3Builder> {
     };
     let mut builder = AmazonS3Builder::from_env()
         .with_conditional_put(S3ConditionalPut::ETagMatch)
-        .with_retry(no_retries)
-        .with_unsigned_payload(true);
+        .with_retry(no_retries);
     let mut explicit_unsigned = None;
     for (key, value) in url.query_pairs() {
         let value = value.into_owned();
@@ -99,9 +99,6 @@ fn s3_builder(url: &Url, shown: &str) -> Result<AmazonS3Builder> {
                 // Bodies are hashed for signing there unless asked otherwise, as the agent
                 // does (shale_storage's `unsigned_payload`).
                 let plain = value.starts_with("http://");
-                if explicit_unsigned.is_none() {
-                    builder = builder.with_unsigned_payload(!plain);
-                }
                 builder.with_endpoint(value).with_allow_http(plain)
             }
             "unsigned_payload" => {
@@ -122,6 +119,12 @@ fn s3_builder(url: &Url, shown: &str) -> Result<AmazonS3Builder> {
                 S3_OPTIONS.join(", ")
             ),
         };
+    }
+    // Bodies are hashed for signing unless TLS protects them, as the agent does.
+    if explicit_unsigned.is_none() && std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_none() {
+        let endpoint = builder.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint);
+        builder = builder
+            .with_unsigned_payload(shale_storage::unsigned_payload(None, endpoint.as_deref()));
     }
     Ok(builder)
 }
