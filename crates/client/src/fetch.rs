@@ -39,21 +39,6 @@ pub struct FetchedBatch {
     pub next_offset: i64,
 }
 
-/// What a decoded record counts for against a fetch's `max_bytes`: key, value and header
-/// bytes plus 32 per record and per header, as the agent counts its record-form answers.
-fn decoded_size(record: &shale_format::DecodedRecord) -> usize {
-    const FIXED: usize = 32;
-    FIXED
-        + record.record.key.as_ref().map_or(0, bytes::Bytes::len)
-        + record.record.value.as_ref().map_or(0, bytes::Bytes::len)
-        + record
-            .record
-            .headers
-            .iter()
-            .map(|h| FIXED + h.key.len() + h.value.as_ref().map_or(0, bytes::Bytes::len))
-            .sum::<usize>()
-}
-
 /// Limits the SDK applies when it decodes stored batches itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DecodeLimits {
@@ -124,7 +109,7 @@ impl FetchedBatch {
                 if decoded.offset < from || decoded.offset >= response.high_watermark {
                     continue;
                 }
-                let size = decoded_size(&decoded);
+                let size = decoded.counted_len();
                 if records.len() >= max_records || (!records.is_empty() && taken + size > max_bytes)
                 {
                     next_offset = decoded.offset;

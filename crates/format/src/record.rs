@@ -51,6 +51,25 @@ pub struct DecodedRecord {
     pub record: Record,
 }
 
+impl DecodedRecord {
+    /// What this record counts for against a fetch's byte limit: its key, value and header
+    /// bytes, plus 32 bytes per record and per header for the fields around them (offset,
+    /// timestamp, lengths), so even empty records add up. The agent's record-form answers
+    /// and the SDK's own decoding count alike.
+    pub fn counted_len(&self) -> usize {
+        const FIXED: usize = 32;
+        FIXED
+            + self.record.key.as_ref().map_or(0, Bytes::len)
+            + self.record.value.as_ref().map_or(0, Bytes::len)
+            + self
+                .record
+                .headers
+                .iter()
+                .map(|h| FIXED + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>()
+    }
+}
+
 fn len_i32(len: usize, field: &str) -> Result<i32, String> {
     i32::try_from(len).map_err(|_| format!("{field} of {len} bytes exceeds the i32 length limit"))
 }

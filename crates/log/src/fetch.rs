@@ -20,21 +20,6 @@ pub const DEFAULT_FETCH_MAX_BYTES: usize = 1 << 20;
 /// for [`Log::fetch_records`], stored batch bytes for [`Log::fetch`] (plus one batch).
 pub const MAX_FETCH_BYTES: usize = 16 << 20;
 
-/// Bytes one decoded record counts for: its key, value and headers, plus the fields around
-/// them (offset, timestamp, lengths), so even empty records add up.
-fn record_size(record: &DecodedRecord) -> usize {
-    const FIXED: usize = 32;
-    FIXED
-        + record.record.key.as_ref().map_or(0, Bytes::len)
-        + record.record.value.as_ref().map_or(0, Bytes::len)
-        + record
-            .record
-            .headers
-            .iter()
-            .map(|header| FIXED + header.key.len() + header.value.as_ref().map_or(0, Bytes::len))
-            .sum::<usize>()
-}
-
 /// The record with its bytes copied out of the chunk they were decoded from (uncompressed
 /// records are slices of it): an answer that holds a few records must not keep a chunk of
 /// megabytes alive while it waits for a slow reader.
@@ -73,7 +58,7 @@ fn decode_records(
             if record.offset < offset || record.offset >= high_watermark {
                 continue;
             }
-            let size = record_size(&record);
+            let size = record.counted_len();
             if !records.is_empty() && total + size > max_bytes {
                 return Ok((records, next_offset));
             }
