@@ -1,4 +1,4 @@
-//! The block cache's disk entries (keys and checksummed blocks), read back from local disk.
+//! The block cache's disk entries (keys and blocks), read back from local disk.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -110,6 +110,14 @@ impl BatchHeader {
         Self::parse_at(buf, 0)
     }
 
+    /// This header as it reads once the batch's base offset is `base_offset`; refused like
+    /// [`set_base_offset`] refuses it.
+    pub fn with_base_offset(mut self, base_offset: i64) -> Result<Self, BatchError> {
+        check_base_offset(base_offset, self.last_offset_delta)?;
+        self.base_offset = base_offset;
+        Ok(self)
+    }
+
     pub(crate) fn parse_at(buf: &[u8], position: usize) -> Result<Self, BatchError> {
         if buf.len() < BATCH_HEADER_LEN {
             // Asking for more than the header only makes sense when the length is readable.
@@ -336,17 +344,21 @@ fn header_of(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// offsets are assigned at commit without re-encoding client bytes.
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) -> Result<(), BatchError> {
     let header = header_of(batch)?;
+    check_base_offset(base_offset, header.last_offset_delta)?;
+    put(batch, BASE_OFFSET_AT, &base_offset.to_be_bytes());
+    Ok(())
+}
+
+fn check_base_offset(base_offset: i64, last_offset_delta: i32) -> Result<(), BatchError> {
     if base_offset < 0
         || base_offset
-            .checked_add(i64::from(header.last_offset_delta))
+            .checked_add(i64::from(last_offset_delta))
             .is_none()
     {
         return Err(BatchError::encode(format!(
-            "base offset {base_offset} is negative or overflows with last offset delta {}",
-            header.last_offset_delta
+            "base offset {base_offset} is negative or overflows with last offset delta {last_offset_delta}"
         )));
     }
-    put(batch, BASE_OFFSET_AT, &base_offset.to_be_bytes());
     Ok(())
 }
 

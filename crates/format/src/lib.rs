@@ -19,6 +19,7 @@
 mod batch;
 mod builder;
 mod compression;
+mod crc;
 mod error;
 mod header;
 mod iter;
@@ -31,6 +32,7 @@ mod wire;
 pub use batch::RecordBatch;
 pub use builder::{BatchBuilder, BatchOptions, encode_batch};
 pub use compression::{Compression, DEFAULT_MAX_DECOMPRESSED_BYTES};
+pub use crc::crc32c_combine;
 pub use error::{BatchError, RecordFault, SegmentError, SegmentPart};
 pub use header::{
     BATCH_HEADER_LEN, BatchHeader, CRC_START, LOG_OVERHEAD, MAGIC_V2, MIN_BATCH_LENGTH,

@@ -372,3 +372,86 @@ fn builder_rejects_out_of_order_batches_and_bad_chunks() {
     );
     Segment::decode(object).expect("valid");
 }
+
+/// Batches of assorted sizes (some past the size where the chunk CRC is derived from the
+/// batch CRC), each with the offset and epoch a leader would assign.
+fn arb_rebased_plan() -> impl Strategy<Value = Vec<(u32, usize, i64, i32)>> {
+    proptest::collection::vec(
+        (
+            0u32..3,
+            prop_oneof![1usize..200, 16_000usize..40_000],
+            0i64..1_000_000,
+            0i32..50,
+        ),
+        1..12,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Rebasing while building gives exactly the object built from batches rebased in place,
+    /// and cutting it into blocks changes nothing but the cut.
+    #[test]
+    fn rebased_batches_in_blocks_match_the_plain_object(
+        plan in arb_rebased_plan(),
+        block_size in prop_oneof![1usize..64, 4096usize..70_000],
+        fill: u8,
+    ) {
+        let topic = TopicId([7; 16]);
+        let mut rebased = SegmentBuilder::new();
+        let mut plain = SegmentBuilder::new();
+        let mut next: BTreeMap<u32, i64> = BTreeMap::new();
+        for (i, &(partition, value_len, gap, epoch)) in plan.iter().enumerate() {
+            // Values that do not compress, so large batches stay large.
+            let value: Vec<u8> = (0..value_len).map(|j| (j as u8).wrapping_mul(31) ^ fill ^ i as u8).collect();
+            let records = vec![Record { key: None, value: Some(Bytes::from(value)), headers: vec![], timestamp_ms: 5 }];
+            let bytes = encode_batch(&records, &BatchOptions::default()).expect("encode");
+            let offset = next.get(&partition).copied().unwrap_or(0) + gap;
+            next.insert(partition, offset + 1);
+            let batch = RecordBatch::parse(bytes.clone()).expect("parse");
+            rebased.add_rebased_batch(topic, partition, &batch, offset, epoch).expect("add rebased");
+            let mut copy = bytes::BytesMut::from(&bytes[..]);
+            set_base_offset(&mut copy, offset).expect("set offset");
+            set_partition_leader_epoch(&mut copy, epoch).expect("set epoch");
+            plain.add_batch(topic, partition, &RecordBatch::parse(copy.freeze()).expect("parse")).expect("add");
+        }
+        let (expected, expected_metas) = plain.finish();
+        let (blocks, metas) = rebased.finish_blocks(block_size);
+        prop_assert_eq!(&metas, &expected_metas);
+        let (last, full) = blocks.split_last().expect("at least one block");
+        prop_assert!(full.iter().all(|block| block.len() == block_size));
+        prop_assert!(!last.is_empty() && last.len() <= block_size);
+        let joined: Vec<u8> = blocks.iter().flat_map(|block| block.iter().copied()).collect();
+        prop_assert_eq!(&joined[..], &expected[..]);
+        Segment::decode(Bytes::from(joined)).expect("a valid segment");
+    }
+}
+
+#[test]
+fn rebasing_refuses_offsets_that_overflow() {
+    let records = vec![
+        Record {
+            key: None,
+            value: None,
+            headers: vec![],
+            timestamp_ms: 1
+        };
+        3
+    ];
+    let batch =
+        RecordBatch::parse(encode_batch(&records, &BatchOptions::default()).expect("encode"))
+            .expect("parse");
+    let mut builder = SegmentBuilder::new();
+    assert!(
+        builder
+            .add_rebased_batch(TopicId([1; 16]), 0, &batch, i64::MAX - 1, 0)
+            .is_err()
+    );
+    assert!(
+        builder
+            .add_rebased_batch(TopicId([1; 16]), 0, &batch, -1, 0)
+            .is_err()
+    );
+    assert!(builder.is_empty(), "a refused batch adds nothing");
+}

@@ -39,7 +39,7 @@ fn check_prepared(topic: &TopicRecord, batches: Vec<crate::writer::PreparedBatch
             batch.bytes.len(),
             topic.config.max_message_bytes
         );
-        let parsed = RecordBatch::parse(batch.bytes.freeze()).expect("a prepared batch parses");
+        let parsed = RecordBatch::parse(batch.bytes).expect("a prepared batch parses");
         let summary = parsed
             .validate(&ValidationOptions::default())
             .expect("a prepared batch passes the checks of a client batch");

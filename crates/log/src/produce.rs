@@ -377,7 +377,7 @@ fn encode_records(
             *seq = add_sequence(*seq, record_count as i32);
         }
         out.push(PreparedBatch {
-            bytes: BytesMut::from(bytes.as_ref()),
+            bytes,
             record_count,
             producer: producer_batch,
         });
@@ -472,23 +472,21 @@ pub(crate) fn prepare_client_batches(
             )
         });
         let bytes = match target {
-            Some(codec) if codec != header.compression() => {
-                BytesMut::from(recompress(&batch, codec)?.as_ref())
-            }
-            _ => {
+            Some(codec) if codec != header.compression() => recompress(&batch, codec)?,
+            // The index's timestamp ranges (and so lookups by time) come from the header: a
+            // client's wrong maxTimestamp is corrected, as Kafka does.
+            _ if summary.max_timestamp != header.max_timestamp() => {
                 let mut bytes = BytesMut::from(batch.as_bytes().as_ref());
-                // The index's timestamp ranges (and so lookups by time) come from the
-                // header: a client's wrong maxTimestamp is corrected, as Kafka does.
-                if summary.max_timestamp != header.max_timestamp() {
-                    shale_format::set_max_timestamp(
-                        &mut bytes,
-                        header.timestamp_type(),
-                        summary.max_timestamp,
-                    )
-                    .map_err(|error| LogError::InvalidBatch(error.to_string()))?;
-                }
-                bytes
+                shale_format::set_max_timestamp(
+                    &mut bytes,
+                    header.timestamp_type(),
+                    summary.max_timestamp,
+                )
+                .map_err(|error| LogError::InvalidBatch(error.to_string()))?;
+                bytes.freeze()
             }
+            // As sent: a slice of the request, not a copy.
+            _ => batch.as_bytes().clone(),
         };
         if bytes.len() as u64 > limit {
             return Err(LogError::MessageTooLarge {

@@ -205,23 +205,28 @@ async fn upload(
     let fail = |error: LogError| (error, keys.clone());
     // Laying out megabytes and checksumming them is CPU work: off the async workers, so the
     // lease keep-alive and the requests of other clients never wait behind it.
+    let block_size = usize::try_from(deps.cache.config().block_size).unwrap_or(usize::MAX);
     let (chunks, built) = tokio::task::spawn_blocking(move || {
-        let built = build_segment(&chunks);
+        let built = build_segment(&chunks, block_size);
         (chunks, built)
     })
     .await
     .map_err(|error| fail(LogError::Internal(format!("building segment: {error}"))))?;
-    let (object, metas) =
+    let (blocks, metas) =
         built.map_err(|error| fail(LogError::Internal(format!("building segment: {error}"))))?;
     let now_ms = deps.clock.now_ms();
     let path = shale_storage::paths::segment_path(deps.object_ids.next_id());
-    let size = object.len() as u64;
+    let size = blocks.iter().map(|block| block.len() as u64).sum::<u64>();
     let options = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
     deps.store
-        .put_opts(&path, PutPayload::from(object.clone()), options)
+        .put_opts(
+            &path,
+            blocks.iter().cloned().collect::<PutPayload>(),
+            options,
+        )
         .await
         .map_err(|error| {
             tracing::warn!(object = %path, "segment upload failed");
@@ -229,14 +234,9 @@ async fn upload(
         })?;
     deps.metrics.segments_uploaded.inc();
     deps.metrics.segment_bytes.inc_by(size);
-    // Write-through copies every block: also CPU work.
-    let cache = Arc::clone(&deps.cache);
-    let (cached_path, cached_object) = (path.clone(), object.clone());
-    if let Err(error) =
-        tokio::task::spawn_blocking(move || cache.insert_object(&cached_path, &cached_object)).await
-    {
-        warn!(%error, "could not write a segment through to the cache");
-    }
+    // Write-through: the blocks were built at the cache's block size, so they are cached
+    // as they are, without a copy.
+    deps.cache.insert_blocks(&path, blocks);
     let object_name = path.to_string();
     let mut by_key: BTreeMap<PartitionKey, OpenChunk> = chunks;
     let mut placed = Vec::with_capacity(metas.len());
@@ -268,9 +268,12 @@ async fn upload(
 }
 
 /// Lays the chunks out as one segment object.
+/// Lays the chunks out as a segment in blocks of `block_size`, each batch copied once with
+/// the offsets and epoch the writer gave it.
 fn build_segment(
     chunks: &BTreeMap<PartitionKey, OpenChunk>,
-) -> Result<(bytes::Bytes, Vec<shale_format::ChunkMeta>), String> {
+    block_size: usize,
+) -> Result<(Vec<bytes::Bytes>, Vec<shale_format::ChunkMeta>), String> {
     let mut builder = SegmentBuilder::new();
     for (key, chunk) in chunks {
         for batch in &chunk.batches {
@@ -278,11 +281,11 @@ fn build_segment(
             // the header.
             let parsed = RecordBatch::parse(batch.bytes.clone()).map_err(|e| e.to_string())?;
             builder
-                .add_batch(key.0, key.1, &parsed)
+                .add_rebased_batch(key.0, key.1, &parsed, batch.base_offset, batch.leader_epoch)
                 .map_err(|e| e.to_string())?;
         }
     }
-    Ok(builder.finish())
+    Ok(builder.finish_blocks(block_size))
 }
 
 /// Commits the chunks whose partitions are still led here in the same generation.

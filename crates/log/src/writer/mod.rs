@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use shale_common::Clock;
 use shale_meta::{PartitionState, ProducerBatch, ProducerState, Revision, TopicRecord};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
@@ -39,10 +39,11 @@ pub(crate) struct AppendAck {
 }
 
 /// A validated batch ready to be appended: Kafka RecordBatch v2 bytes whose base offset and
-/// partition leader epoch the writer fills in.
+/// partition leader epoch the writer assigns (written into the segment as it is built, so
+/// these bytes, often a slice of the request, are never copied or changed here).
 #[derive(Debug)]
 pub(crate) struct PreparedBatch {
-    pub bytes: BytesMut,
+    pub bytes: Bytes,
     pub record_count: u32,
     pub producer: Option<ProducerBatchId>,
 }
@@ -403,22 +404,19 @@ impl Writer {
         let mut record_count = 0u32;
         let mut producer_updates = Vec::new();
         let mut open_batches = Vec::with_capacity(to_append.len());
-        for mut batch in to_append {
-            // Prepared batches passed validation, so they hold a whole header.
-            shale_format::set_base_offset(&mut batch.bytes, offset)
-                .expect("a validated batch has a header");
-            shale_format::set_partition_leader_epoch(&mut batch.bytes, epoch as i32)
-                .expect("a validated batch has a header");
+        for batch in to_append {
             let last = offset + i64::from(batch.record_count) - 1;
             if let Some(producer) = batch.producer {
                 record_batch(&mut leader.producers, producer, offset, last, now_ms);
                 producer_updates.push((producer, offset, last, now_ms));
             }
             record_count += batch.record_count;
-            offset = last + 1;
             open_batches.push(OpenBatch {
-                bytes: batch.bytes.freeze(),
+                bytes: batch.bytes,
+                base_offset: offset,
+                leader_epoch: epoch as i32,
             });
+            offset = last + 1;
         }
         // The whole request's span, so a retry of all its batches gets these offsets back
         // however many batches it had.
@@ -659,7 +657,7 @@ mod tests {
             topic: Arc::clone(topic),
             partition: 0,
             batches: vec![PreparedBatch {
-                bytes: BytesMut::from(bytes.as_ref()),
+                bytes,
                 record_count: 1,
                 producer: None,
             }],

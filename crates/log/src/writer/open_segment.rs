@@ -11,10 +11,13 @@ use crate::LogError;
 use crate::producers::ProducerBatchId;
 use crate::view::PartitionKey;
 
-/// A batch with its offsets already written into its bytes.
+/// A batch and the place the writer gave it: its bytes still carry the producer's base
+/// offset and epoch; the segment builder writes these over them.
 #[derive(Debug, Clone)]
 pub(crate) struct OpenBatch {
     pub bytes: Bytes,
+    pub base_offset: i64,
+    pub leader_epoch: i32,
 }
 
 /// An idempotent batch appended in a chunk: `(batch, base offset, last offset, timestamp)`.

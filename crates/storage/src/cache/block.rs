@@ -1,9 +1,10 @@
-//! What the block cache stores: keys (object path, block index) and checksummed block bytes.
+//! What the block cache stores: keys (object path, block index) and block bytes.
 //!
-//! foyer writes entries to disk through its `Code` trait. The value encoding carries a CRC32C
-//! of the block, checked when a block comes back from disk: a corrupt entry decodes as a
-//! checksum error, which foyer turns into a miss, so the block is fetched again from the
-//! object store instead of being served (corruption is an error, never data).
+//! foyer writes entries to disk through its `Code` trait and checksums each one (XXH64); an
+//! entry that fails that check, or whose value does not start with our layout's magic, is a
+//! miss, so the block is fetched again from the object store instead of being served
+//! (corruption is an error, never data). Readers also check every chunk's CRC32C, over
+//! blocks from memory and disk alike.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -82,35 +83,37 @@ impl Code for BlockKey {
     }
 }
 
+/// Starts every encoded block. Blocks written by the first layout (length, then a CRC32C of
+/// their own) fail this check and count as misses, so a disk tier recovered across an
+/// upgrade is read again from the store instead of misread.
+const BLOCK_MAGIC: u32 = u32::from_le_bytes(*b"SHB2");
+
 impl Code for CachedBlock {
+    // No checksum of our own: foyer's disk engine checksums every entry (XXH64) and treats a
+    // mismatch as a miss, and readers check each chunk's CRC32C on top.
     fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
+        writer.write_all(&BLOCK_MAGIC.to_le_bytes()).map_err(io)?;
         writer
             .write_all(&(self.0.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        writer
-            .write_all(&crc32c::crc32c(&self.0).to_le_bytes())
             .map_err(io)?;
         writer.write_all(&self.0).map_err(io)
     }
 
     fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
-        let len = read_u64(reader)?;
-        let expected = read_u32(reader)?;
-        let data = read_vec(reader, len)?;
-        let actual = crc32c::crc32c(&data);
-        if actual != expected {
+        let magic = read_u32(reader)?;
+        if magic != BLOCK_MAGIC {
             return Err(Error::new(
-                ErrorKind::ChecksumMismatch,
-                "cached block failed its crc32c check",
+                ErrorKind::MagicMismatch,
+                "cached block has an unknown layout",
             )
-            .with_context("expected", expected)
-            .with_context("actual", actual));
+            .with_context("magic", magic));
         }
-        Ok(Self(Bytes::from(data)))
+        let len = read_u64(reader)?;
+        Ok(Self(Bytes::from(read_vec(reader, len)?)))
     }
 
     fn estimated_size(&self) -> usize {
-        8 + 4 + self.0.len()
+        4 + 8 + self.0.len()
     }
 }
 
@@ -134,22 +137,25 @@ mod tests {
     }
 
     #[test]
-    fn corruption_is_a_checksum_error() {
-        let block = CachedBlock(Bytes::from_static(b"some block bytes"));
+    fn blocks_of_the_first_layout_are_misses() {
+        // Length, CRC32C, bytes: what the first release wrote.
+        let data = b"some block bytes";
         let mut buf = Vec::new();
-        block.encode(&mut buf).unwrap();
-        let last = buf.len() - 1;
-        buf[last] ^= 0x01;
+        buf.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+        buf.extend_from_slice(data);
         let error = CachedBlock::decode(&mut buf.as_slice()).unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::ChecksumMismatch);
+        assert_eq!(error.kind(), ErrorKind::MagicMismatch);
     }
 
     #[test]
     fn absurd_lengths_are_rejected() {
         let mut buf = Vec::new();
         buf.extend_from_slice(&u64::MAX.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
-        assert!(CachedBlock::decode(&mut buf.as_slice()).is_err());
         assert!(BlockKey::decode(&mut buf.as_slice()).is_err());
+        let mut buf = BLOCK_MAGIC.to_le_bytes().to_vec();
+        buf.extend_from_slice(&u64::MAX.to_le_bytes());
+        let error = CachedBlock::decode(&mut buf.as_slice()).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::OutOfRange);
     }
 }

@@ -285,6 +285,30 @@ impl BlockCache {
             .add_cache_inserted_bytes(bytes.len() as u64);
     }
 
+    /// Write-through without a copy: caches `blocks` as the whole object at `path`. Every
+    /// block but the last must be exactly [`CacheConfig::block_size`] long, each in its own
+    /// allocation (as the segment builder's `finish_blocks` makes them), so that a cached
+    /// block pins nothing else. Blocks of other sizes would be cached under the wrong
+    /// offsets, so then nothing is cached.
+    pub fn insert_blocks(&self, path: &Path, blocks: Vec<Bytes>) {
+        let block_size = self.inner.config.block_size as usize;
+        let count = blocks.len();
+        let misfit = blocks.iter().enumerate().find(|(index, block)| {
+            !(block.len() == block_size || (index + 1 == count && block.len() <= block_size))
+        });
+        if let Some((index, block)) = misfit {
+            tracing::error!(%path, index, len = block.len(), block_size, "not caching an object cut into blocks of the wrong size");
+            return;
+        }
+        let name: Arc<str> = path.as_ref().into();
+        let total = blocks.iter().map(|block| block.len() as u64).sum();
+        for (index, block) in blocks.into_iter().enumerate() {
+            let key = BlockKey::new(Arc::clone(&name), index as u64);
+            self.inner.hybrid.insert(key, CachedBlock(block));
+        }
+        self.inner.metrics.add_cache_inserted_bytes(total);
+    }
+
     /// Drops the cached blocks that hold `range` of an object (e.g. a range that failed a
     /// checksum, so the next read goes to the store).
     pub fn evict_range(&self, path: &Path, range: Range<u64>) {

@@ -194,6 +194,65 @@ async fn write_through_needs_no_get() {
 }
 
 #[tokio::test]
+async fn write_through_of_blocks_needs_no_get_nor_copy() {
+    let f = Fixture::memory_only().await;
+    let size = 3 * BLOCK as usize + 100;
+    let (path, bytes) = f.object("segments/blocks.seg", size).await;
+    let blocks: Vec<Bytes> = bytes
+        .chunks(BLOCK as usize)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let first = blocks[0].as_ptr();
+    f.cache.insert_blocks(&path, blocks);
+    let got = f
+        .cache
+        .get_range(&path, 10..BLOCK - 10, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(got, bytes.slice(10..BLOCK as usize - 10));
+    assert_eq!(
+        got.as_ptr(),
+        first.wrapping_add(10),
+        "served from the very block given"
+    );
+    let got = f
+        .cache
+        .get_range(&path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(got, bytes);
+    let snapshot = f.snapshot();
+    assert_eq!(snapshot.get_ranges, 0);
+    assert_eq!(snapshot.cache_inserted_bytes, size as u64);
+}
+
+#[tokio::test]
+async fn blocks_of_the_wrong_size_are_not_cached() {
+    let f = Fixture::memory_only().await;
+    let size = 3 * BLOCK as usize;
+    let (path, bytes) = f.object("segments/misfit.seg", size).await;
+    // Cut at 1.5 blocks: cached as they are, they would serve the wrong bytes.
+    let cut = BLOCK as usize * 3 / 2;
+    f.cache
+        .insert_blocks(&path, vec![bytes.slice(..cut), bytes.slice(cut..)]);
+    let got = f
+        .cache
+        .get_range(&path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert_eq!(got, bytes);
+    let snapshot = f.snapshot();
+    assert_eq!(
+        snapshot.cache_inserted_bytes, size as u64,
+        "only the GET's blocks"
+    );
+    assert!(
+        snapshot.get_ranges > 0,
+        "nothing was cached, so the store was read"
+    );
+}
+
+#[tokio::test]
 async fn wrong_object_size_is_an_error_not_short_data() {
     let f = Fixture::memory_only().await;
     let (path, _) = f.object("segments/d.seg", 1_000).await;
