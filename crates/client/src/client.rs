@@ -53,6 +53,9 @@ pub struct Client {
     fetch_batches: bool,
 }
 
+/// Largest HTTP/2 frame the SDK accepts from an agent.
+const MAX_FRAME_BYTES: u32 = 256 * 1024;
+
 impl Client {
     /// Connects to the agent at `addr` (`http://host:port`, or `https://host:port` for TLS;
     /// `host:port` means `http://`). Fails at once if the address is malformed or nothing
@@ -70,6 +73,9 @@ impl Client {
                 .http2_keep_alive_interval(options.keep_alive_interval)
                 .keep_alive_while_idle(true)
                 .tcp_nodelay(true)
+                // Fetch answers of a megabyte in a few frames instead of 64 (the protocol's
+                // default is 16 KiB): fewer frames to parse, fewer wake-ups on both sides.
+                .max_frame_size(MAX_FRAME_BYTES)
         };
         let channel = if uri.scheme_str() == Some("https") {
             let host = uri.host().unwrap_or_default();

@@ -23,6 +23,7 @@ mod crc;
 mod error;
 mod header;
 mod iter;
+mod pieces;
 mod record;
 pub mod segment;
 mod validate;
@@ -40,6 +41,7 @@ pub use header::{
     set_base_offset, set_max_timestamp, set_partition_leader_epoch,
 };
 pub use iter::BatchIter;
+pub use pieces::{BatchSpan, BatchSpans, Pieces};
 pub use record::{DecodedRecord, Header, Record};
 pub use segment::{ChunkMeta, Segment, SegmentBuilder, SegmentTrailer, verify_chunk};
 pub use validate::{BatchSummary, ValidationOptions};

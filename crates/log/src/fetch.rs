@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use shale_format::{BatchIter, DecodedRecord, RecordBatch};
+use shale_format::{BatchSpan, DecodedRecord, Pieces, RecordBatch};
 use shale_meta::{IndexEntry, PartitionState, Record as _};
 
 use crate::view::PartitionKey;
@@ -101,7 +101,8 @@ pub struct FetchedBatches {
 #[derive(Debug, Clone, Default)]
 pub struct FetchedBytes {
     /// Whole RecordBatch v2 batches back to back; the first may start before the requested
-    /// offset. A copy: it does not keep the chunk it came from alive.
+    /// offset. A copy, unless it is most of one cached block (then that block's slice): it
+    /// never keeps much more than itself alive.
     pub bytes: Bytes,
     /// Records at or after the requested offset in `bytes` (by offset range).
     pub record_count: u64,
@@ -109,6 +110,13 @@ pub struct FetchedBytes {
     pub log_start: i64,
     /// Where the next fetch should start.
     pub next_offset: i64,
+}
+
+/// What a fetch found: per chunk read, the batches that go into the answer.
+struct FoundBatches {
+    chunks: Vec<(Pieces, Vec<BatchSpan>)>,
+    high_watermark: i64,
+    log_start: i64,
 }
 
 /// Decoded records at or after the requested offset, below the high watermark.
@@ -130,6 +138,28 @@ impl Log {
     /// view cannot see yet (past its high watermark, or in a gap of its index) is waited for;
     /// only an offset past the *store's* high watermark is out of range.
     pub async fn fetch(&self, request: &FetchRequest) -> Result<FetchedBatches, LogError> {
+        let found = self.fetch_spans(request).await?;
+        let mut batches = Vec::new();
+        for (chunk, spans) in &found.chunks {
+            for span in spans {
+                // Whole batches lie within one cached block mostly: a slice of it; one that
+                // crosses blocks is copied out.
+                batches.push(
+                    chunk
+                        .batch(span)
+                        .map_err(|error| LogError::CorruptData(error.to_string()))?,
+                );
+            }
+        }
+        Ok(FetchedBatches {
+            batches,
+            high_watermark: found.high_watermark,
+            log_start: found.log_start,
+        })
+    }
+
+    /// What [`fetch`](Self::fetch) answers, as spans of the chunks it read.
+    async fn fetch_spans(&self, request: &FetchRequest) -> Result<FoundBatches, LogError> {
         let max_bytes = request.max_bytes.clamp(1, MAX_FETCH_BYTES);
         let topic = self.topic(&request.topic)?;
         Self::check_partition(&topic, request.partition)?;
@@ -175,11 +205,11 @@ impl Log {
             } else if entries.is_empty() {
                 Some("its index entry")
             } else {
-                let batches = self
-                    .read_batches(&entries, request.offset, high_watermark, max_bytes)
+                let chunks = self
+                    .read_spans(&entries, request.offset, high_watermark, max_bytes)
                     .await?;
-                return Ok(FetchedBatches {
-                    batches,
+                return Ok(FoundBatches {
+                    chunks,
                     high_watermark,
                     log_start,
                 });
@@ -208,8 +238,8 @@ impl Log {
                     ));
                 }
             }
-            return Ok(FetchedBatches {
-                batches: Vec::new(),
+            return Ok(FoundBatches {
+                chunks: Vec::new(),
                 high_watermark: high_watermark.max(request.offset),
                 log_start,
             });
@@ -301,83 +331,118 @@ impl Log {
         request: &FetchRequest,
         max_records: usize,
     ) -> Result<FetchedBytes, LogError> {
-        let fetched = self.fetch(request).await?;
-        let mut kept = 0;
+        let found = self.fetch_spans(request).await?;
         let mut record_count = 0u64;
         let mut next_offset = request.offset;
-        for batch in &fetched.batches {
-            if max_records > 0 && record_count >= max_records as u64 {
-                break;
+        let mut parts = Vec::new();
+        'chunks: for (chunk, spans) in &found.chunks {
+            let mut kept = 0..0;
+            for span in spans {
+                if max_records > 0 && record_count >= max_records as u64 {
+                    parts.extend(chunk.slice(kept).parts().iter().cloned());
+                    break 'chunks;
+                }
+                let first = span.header.base_offset().max(request.offset);
+                let last = span.header.last_offset();
+                record_count += u64::try_from(last - first + 1).unwrap_or(0);
+                next_offset = next_offset.max(last + 1);
+                if kept.is_empty() {
+                    kept.start = span.range.start;
+                }
+                kept.end = span.range.end;
             }
-            let first = batch.base_offset().max(request.offset);
-            record_count += u64::try_from(batch.last_offset() - first + 1).unwrap_or(0);
-            next_offset = next_offset.max(batch.last_offset() + 1);
-            kept += 1;
-        }
-        let batches = &fetched.batches[..kept];
-        let mut bytes =
-            bytes::BytesMut::with_capacity(batches.iter().map(RecordBatch::byte_len).sum());
-        for batch in batches {
-            bytes.extend_from_slice(batch.as_bytes());
+            parts.extend(chunk.slice(kept).parts().iter().cloned());
         }
         Ok(FetchedBytes {
-            bytes: bytes.freeze(),
+            bytes: self.answer_bytes(&Pieces::new(parts)),
             record_count,
-            high_watermark: fetched.high_watermark,
-            log_start: fetched.log_start,
-            next_offset: next_offset.min(fetched.high_watermark).max(request.offset),
+            high_watermark: found.high_watermark,
+            log_start: found.log_start,
+            next_offset: next_offset.min(found.high_watermark).max(request.offset),
         })
     }
 
-    async fn read_batches(
+    /// The answer's bytes in one buffer, copied once from the cached blocks. Only an answer
+    /// that is most of one block is that block's slice: a small slice would keep the whole
+    /// block alive while a slow reader holds the answer.
+    fn answer_bytes(&self, pieces: &Pieces) -> Bytes {
+        let block_size =
+            usize::try_from(self.inner.cache.config().block_size).unwrap_or(usize::MAX);
+        match pieces.parts() {
+            [single] if single.len() >= block_size / 2 => single.clone(),
+            [single] => Bytes::copy_from_slice(single),
+            _ => pieces.to_bytes(),
+        }
+    }
+
+    /// From each entry's chunk, the batches that continue the answer: from `offset`, below
+    /// `high_watermark`, until `max_bytes` (at least one batch). Spans within one chunk are
+    /// contiguous.
+    async fn read_spans(
         &self,
         entries: &[IndexEntry],
         offset: i64,
         high_watermark: i64,
         max_bytes: usize,
-    ) -> Result<Vec<RecordBatch>, LogError> {
+    ) -> Result<Vec<(Pieces, Vec<BatchSpan>)>, LogError> {
         let mut out = Vec::new();
         let mut total = 0usize;
         // The next offset the answer must continue with: batches never skip offsets.
         let mut expected = offset;
         for entry in entries {
             let chunk = self.read_chunk(entry).await?;
-            for batch in BatchIter::new(chunk) {
-                let batch = batch.map_err(|error| {
+            let mut kept = Vec::new();
+            let mut done = false;
+            for span in chunk.batches() {
+                let span = span.map_err(|error| {
                     LogError::CorruptData(format!("object {}: {error}", entry.object))
                 })?;
-                if batch.last_offset() < offset {
+                let header = &span.header;
+                if header.last_offset() < offset {
                     continue;
                 }
-                if batch.base_offset() >= high_watermark {
-                    return Ok(out);
+                if header.base_offset() >= high_watermark {
+                    done = true;
+                    break;
                 }
-                if batch.base_offset() > expected {
+                if header.base_offset() > expected {
                     return Err(LogError::CorruptData(format!(
                         "object {} holds offsets from {} where {expected} was expected",
                         entry.object,
-                        batch.base_offset()
+                        header.base_offset()
                     )));
                 }
-                expected = batch.last_offset() + 1;
-                total += batch.byte_len();
-                out.push(batch);
+                expected = header.last_offset() + 1;
+                total += span.range.len();
+                kept.push(span);
                 if total >= max_bytes {
-                    return Ok(out);
+                    done = true;
+                    break;
                 }
+            }
+            if !kept.is_empty() {
+                out.push((chunk, kept));
+            }
+            if done {
+                break;
             }
         }
         Ok(out)
     }
 
-    /// One partition's chunk of a segment, checked against the index entry's CRC32C. A chunk
-    /// that fails the check is evicted from the cache and read again from the store once (a
-    /// damaged cache copy is not lost data); only a second failure is `CorruptData`.
-    pub(crate) async fn read_chunk(&self, entry: &IndexEntry) -> Result<Bytes, LogError> {
+    /// One partition's chunk of a segment, checked against the index entry's CRC32C (or
+    /// bytes that passed that check lately and are still held). A chunk that fails the check
+    /// is evicted from the cache and read again from the store once (a damaged cache copy is
+    /// not lost data); only a second failure is `CorruptData`.
+    pub(crate) async fn read_chunk(&self, entry: &IndexEntry) -> Result<Pieces, LogError> {
         let path = Path::from(entry.object.as_str());
         let range = entry.offset..entry.offset + entry.length;
+        if let Some(checked) = self.inner.verified.get(entry) {
+            return Ok(checked);
+        }
         let first = self.read_chunk_once(entry, &path).await?;
         if Self::chunk_matches(entry, &first) {
+            self.inner.verified.insert(entry, first.clone());
             return Ok(first);
         }
         self.inner.metrics.corrupt_reads.inc();
@@ -385,6 +450,7 @@ impl Log {
         self.inner.cache.evict_range(&path, range.clone());
         let second = self.read_chunk_once(entry, &path).await?;
         if Self::chunk_matches(entry, &second) {
+            self.inner.verified.insert(entry, second.clone());
             return Ok(second);
         }
         self.inner.metrics.corrupt_reads.inc();
@@ -394,7 +460,7 @@ impl Log {
             offset = entry.offset,
             length = entry.length,
             stored_crc32c = entry.crc32c,
-            computed_crc32c = crc32c::crc32c(&second),
+            computed_crc32c = second.crc32c(),
             bytes_read = second.len(),
             "stored chunk failed its checksum twice"
         );
@@ -404,16 +470,17 @@ impl Log {
         )))
     }
 
-    fn chunk_matches(entry: &IndexEntry, bytes: &Bytes) -> bool {
-        bytes.len() as u64 == entry.length && crc32c::crc32c(bytes) == entry.crc32c
+    fn chunk_matches(entry: &IndexEntry, chunk: &Pieces) -> bool {
+        chunk.len() as u64 == entry.length && chunk.crc32c() == entry.crc32c
     }
 
-    async fn read_chunk_once(&self, entry: &IndexEntry, path: &Path) -> Result<Bytes, LogError> {
+    async fn read_chunk_once(&self, entry: &IndexEntry, path: &Path) -> Result<Pieces, LogError> {
         let range = entry.offset..entry.offset + entry.length;
         self.inner
             .cache
-            .get_range(path, range, entry.object_size)
+            .get_range_parts(path, range, entry.object_size)
             .await
+            .map(Pieces::new)
             .map_err(|error| {
                 tracing::warn!(object = %entry.object, %error, "reading a chunk failed");
                 if let Some(store_error) = error.store_error() {

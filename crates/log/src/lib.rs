@@ -22,6 +22,7 @@ mod produce;
 mod producers;
 mod rendezvous;
 mod topics;
+mod verified;
 mod view;
 mod writer;
 
@@ -83,6 +84,8 @@ struct Inner {
     meta: Arc<dyn MetaStore>,
     keys: Keys,
     cache: Arc<BlockCache>,
+    /// Chunks whose CRC was checked lately (see [`verified`]).
+    verified: verified::VerifiedChunks,
     clock: Arc<dyn Clock>,
     rng: SharedRng,
     metrics: LogMetrics,
@@ -258,6 +261,10 @@ impl Log {
                 config,
                 meta: deps.meta,
                 keys: deps.keys,
+                verified: verified::VerifiedChunks::new(
+                    deps.cache.config().block_size,
+                    verified::VERIFIED_CHUNKS_BYTES,
+                ),
                 cache: deps.cache,
                 clock: deps.clock,
                 rng: deps.rng,

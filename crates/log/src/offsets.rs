@@ -58,7 +58,8 @@ impl Log {
                         .collect()
                 });
                 for entry in candidates {
-                    let chunk = self.read_chunk(&entry).await?;
+                    // Decoding needs the chunk in one buffer.
+                    let chunk = self.read_chunk(&entry).await?.to_bytes();
                     // Decoding (and decompressing) a chunk is CPU work: off the async workers,
                     // and behind a decode slot when a batch is compressed.
                     let size = crate::produce::batch_work(&chunk);

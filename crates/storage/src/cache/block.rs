@@ -53,8 +53,15 @@ fn read_vec(reader: &mut impl Read, len: u64) -> foyer::Result<Vec<u8>> {
             "cached length out of range",
         ));
     }
-    let mut data = vec![0u8; len as usize];
-    reader.read_exact(&mut data).map_err(io)?;
+    // Read into spare capacity: zeroing megabytes first would be a pass over them for
+    // nothing (foyer hands us a slice, whose read_to_end copies straight in).
+    let mut data = Vec::with_capacity(len as usize);
+    reader.take(len).read_to_end(&mut data).map_err(io)?;
+    if data.len() as u64 != len {
+        return Err(Error::io_error(std::io::Error::from(
+            std::io::ErrorKind::UnexpectedEof,
+        )));
+    }
     Ok(data)
 }
 

@@ -243,19 +243,43 @@ impl BlockCache {
     }
 
     /// Bytes `range` of the object at `path`, which is `object_size` bytes long (the size its
-    /// index entry records). Reads cached blocks and fetches the missing ones.
+    /// index entry records). Reads cached blocks and fetches the missing ones. A range
+    /// within one block is a slice of it; a longer one is copied into one buffer (see
+    /// [`get_range_parts`](Self::get_range_parts) for no copy at all).
     pub async fn get_range(
         &self,
         path: &Path,
         range: Range<u64>,
         object_size: u64,
     ) -> Result<Bytes, CacheError> {
+        let parts = self.get_range_parts(path, range, object_size).await?;
+        Ok(match parts.as_slice() {
+            [] => Bytes::new(),
+            [single] => single.clone(),
+            parts => {
+                let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                for part in parts {
+                    out.extend_from_slice(part);
+                }
+                out.freeze()
+            }
+        })
+    }
+
+    /// Bytes `range` of the object, as [`get_range`](Self::get_range) reads them, but as
+    /// slices of the cached blocks, in order (one per block the range touches).
+    pub async fn get_range_parts(
+        &self,
+        path: &Path,
+        range: Range<u64>,
+        object_size: u64,
+    ) -> Result<Vec<Bytes>, CacheError> {
         let result = self.read(path, range, object_size).await;
         match &result {
-            Ok(bytes) => self
+            Ok(parts) => self
                 .inner
                 .metrics
-                .add_cache_served_bytes(bytes.len() as u64),
+                .add_cache_served_bytes(parts.iter().map(|part| part.len() as u64).sum()),
             Err(error) => {
                 tracing::debug!(%path, %error, "block cache read failed");
                 self.inner.metrics.record_cache_error();
@@ -351,7 +375,7 @@ impl BlockCache {
         path: &Path,
         range: Range<u64>,
         object_size: u64,
-    ) -> Result<Bytes, CacheError> {
+    ) -> Result<Vec<Bytes>, CacheError> {
         if range.start > range.end || range.end > object_size {
             return Err(CacheError::OutOfBounds {
                 path: path.to_string(),
@@ -361,7 +385,7 @@ impl BlockCache {
             });
         }
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let block_size = self.inner.config.block_size;
         let first = range.start / block_size;
@@ -379,8 +403,7 @@ impl BlockCache {
             blocks[*slot] = run.get(wait.position).cloned();
         }
 
-        let mut out = BytesMut::new();
-        let mut single = None;
+        let mut parts = Vec::with_capacity(keys.len());
         for (key, block) in keys.iter().zip(blocks) {
             let block_start = key.index * block_size;
             let expected = block_size.min(object_size - block_start);
@@ -395,14 +418,9 @@ impl BlockCache {
             }
             let from = range.start.saturating_sub(block_start) as usize;
             let to = (range.end - block_start).min(expected) as usize;
-            let part = block.slice(from..to);
-            if first == last {
-                single = Some(part);
-            } else {
-                out.extend_from_slice(&part);
-            }
+            parts.push(block.slice(from..to));
         }
-        Ok(single.unwrap_or_else(|| out.freeze()))
+        Ok(parts)
     }
 
     /// Looks every block up in memory and on disk; `None` where missing. A disk read error
