@@ -32,7 +32,7 @@ pub struct AgentConfig {
     pub object_store: String,
     /// Directory of the local disk cache. Its content is disposable.
     pub cache_dir: PathBuf,
-    /// Disk space the cache may use.
+    /// Disk space the cache may use; 0 keeps the cache in memory only (no disk writes).
     pub cache_size: ByteSize,
     /// Memory the cache may use.
     pub cache_memory: ByteSize,

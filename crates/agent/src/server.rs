@@ -105,7 +105,8 @@ impl RunningAgent {
             CacheConfig {
                 memory_bytes: config.cache_memory.as_u64(),
                 disk_bytes: config.cache_size.as_u64(),
-                disk_dir: Some(config.cache_dir.clone()),
+                // A cache_size of 0 keeps the cache in memory only.
+                disk_dir: (config.cache_size.as_u64() > 0).then(|| config.cache_dir.clone()),
                 block_size: config.cache_block_size.as_u64(),
             },
             Arc::clone(&store),

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 struct Fixture {
     agent: Option<RunningAgent>,
     channel: Channel,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _etcd: Option<shale_testkit::Etcd>,
     _s3: Option<shale_testkit::S3Server>,
 }
@@ -34,6 +34,11 @@ enum Backends {
 
 impl Fixture {
     async fn start(backends: Backends) -> Self {
+        Self::start_with(backends, |_| {}).await
+    }
+
+    /// Starts with the test defaults changed by `tweak`.
+    async fn start_with(backends: Backends, tweak: impl FnOnce(&mut AgentConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = AgentConfig {
             agent_id: "grpc-test".to_owned(),
@@ -62,6 +67,7 @@ impl Fixture {
                 (Some(etcd), Some(s3))
             }
         };
+        tweak(&mut config);
         let agent = RunningAgent::start(config).await.unwrap();
         for _ in 0..200 {
             if agent.log().is_ready() {
@@ -78,7 +84,7 @@ impl Fixture {
         Self {
             agent: Some(agent),
             channel,
-            _dir: dir,
+            dir,
             _etcd: etcd,
             _s3: s3,
         }
@@ -569,6 +575,60 @@ async fn group_offsets_commit_and_fetch(backends: Backends) {
             .await,
         Code::NotFound,
         "partition 7",
+    );
+    f.shutdown().await;
+}
+
+/// `cache_size = 0`: the cache stays in memory and nothing is written under `cache_dir`,
+/// yet reads still work, from memory and, once it is evicted, from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_without_disk_writes_nothing_locally() {
+    let f = Fixture::start_with(Backends::Embedded, |config| {
+        config.cache_size = bytesize::ByteSize::b(0);
+        config.cache_memory = bytesize::ByteSize::mib(1);
+        config.cache_block_size = bytesize::ByteSize::kib(64);
+    })
+    .await;
+    f.create_topic("memory-only", 1, &[]).await;
+    let mut log = f.log();
+    let big = "x".repeat(40_000);
+    for i in 0..60 {
+        log.produce(produce("memory-only", 0, &[&format!("{i}"), &big]))
+            .await
+            .unwrap();
+    }
+    // 60 requests of ~40 KB: more than the 1 MiB of memory, so early blocks were evicted.
+    let mut offset = 0;
+    while offset < 120 {
+        let fetched = log
+            .fetch(fetch("memory-only", 0, offset))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!fetched.records.is_empty(), "stalled at {offset}");
+        for record in &fetched.records {
+            let expected = if record.offset % 2 == 0 {
+                (record.offset / 2).to_string()
+            } else {
+                big.clone()
+            };
+            assert_eq!(record.value.as_deref(), Some(expected.as_bytes()));
+        }
+        offset = fetched.records.last().unwrap().offset + 1;
+    }
+    let cache_dir = f.dir.path().join("cache");
+    let written: Vec<_> = std::fs::read_dir(&cache_dir)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name())
+                .filter(|name| name != "agent-lease")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        written.is_empty(),
+        "files in {}: {written:?}",
+        cache_dir.display()
     );
     f.shutdown().await;
 }
