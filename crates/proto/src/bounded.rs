@@ -83,16 +83,13 @@ pub fn check<U: 'static>(bytes: &[u8]) -> Result<(), Status> {
         check_produce(bytes)
     } else if id == TypeId::of::<v1::ProduceStreamRequest>() {
         // prost merges repeated occurrences of the field into one request: count them all.
-        let mut records = 0;
-        let mut headers = 0;
+        let mut total = ProduceCounts::default();
         for (field, value) in fields(bytes) {
             if let (2, Wire::Bytes(request)) = (field, value) {
-                let (more_records, more_headers) = count_produce(request)?;
-                records += more_records;
-                headers += more_headers;
+                total.add(&count_produce(request)?);
             }
         }
-        check_counts(records, headers)
+        check_counts(&total, bytes.len())
     } else if id == TypeId::of::<v1::ListOffsetsRequest>() {
         limit(
             count_scalars(bytes, 2),
@@ -120,47 +117,95 @@ pub fn check<U: 'static>(bytes: &[u8]) -> Result<(), Status> {
     }
 }
 
+/// Bytes a produce request may carry besides its `record_batches`: its topic name and a few
+/// scalars need far less.
+pub const MAX_BYTES_BESIDES_BATCHES: usize = 64 * 1024;
+
 fn check_produce(bytes: &[u8]) -> Result<(), Status> {
-    let (records, headers) = count_produce(bytes)?;
-    check_counts(records, headers)
+    check_counts(&count_produce(bytes)?, bytes.len())
 }
 
-fn check_counts(records: usize, headers: usize) -> Result<(), Status> {
+/// What the limits look at in one produce request (or all of a stream message's).
+#[derive(Debug, Default)]
+struct ProduceCounts {
+    records: usize,
+    headers: usize,
+    /// Occurrences of `record_batches`, and their bytes.
+    batch_fields: usize,
+    batch_bytes: usize,
+}
+
+impl ProduceCounts {
+    fn add(&mut self, other: &ProduceCounts) {
+        self.records += other.records;
+        self.headers += other.headers;
+        self.batch_fields += other.batch_fields;
+        self.batch_bytes += other.batch_bytes;
+    }
+}
+
+/// Checks the counts of a produce message that is `wire_len` bytes long.
+///
+/// The engine keeps `record_batches` as a slice of the request's buffer until the batches
+/// are in a segment, and that slice keeps the whole buffer alive; its buffer space is
+/// counted by the batches' length. So a message must be mostly its batches: prost would drop
+/// unknown fields and all but the last occurrence of the field, and megabytes of them would
+/// be held while only bytes were counted.
+fn check_counts(counts: &ProduceCounts, wire_len: usize) -> Result<(), Status> {
     limit(
-        records,
+        counts.records,
         MAX_RECORDS_PER_REQUEST,
         "records",
         "produce request",
     )?;
     limit(
-        headers,
+        counts.headers,
         MAX_HEADERS_PER_REQUEST,
         "record headers",
         "produce request",
-    )
+    )?;
+    if counts.batch_fields > 1 {
+        return Err(Status::invalid_argument(
+            "record_batches appears more than once in the request; send all batches in one field",
+        ));
+    }
+    if counts.batch_fields == 1 {
+        let besides = wire_len.saturating_sub(counts.batch_bytes);
+        if besides > MAX_BYTES_BESIDES_BATCHES {
+            return Err(Status::invalid_argument(format!(
+                "a produce request with record_batches may carry at most {MAX_BYTES_BESIDES_BATCHES} other bytes; this one carries {besides} (unknown fields?)"
+            )));
+        }
+    }
+    Ok(())
 }
 
-/// Records and headers of one produce request's bytes. Refuses protobuf groups (wire types
-/// 3 and 4), which prost skips silently and a scan would otherwise stop at, so nothing can
-/// hide records behind one.
-fn count_produce(bytes: &[u8]) -> Result<(usize, usize), Status> {
-    let mut records = 0usize;
-    let mut headers = 0usize;
+/// Records, headers and `record_batches` of one produce request's bytes. Refuses protobuf
+/// groups (wire types 3 and 4), which prost skips silently and a scan would otherwise stop
+/// at, so nothing can hide records behind one.
+fn count_produce(bytes: &[u8]) -> Result<ProduceCounts, Status> {
+    let mut counts = ProduceCounts::default();
     refuse_groups(bytes)?;
     for (field, value) in fields(bytes) {
-        if field != 3 {
-            continue;
+        match (field, value) {
+            (7, Wire::Bytes(batches)) => {
+                counts.batch_fields += 1;
+                counts.batch_bytes += batches.len();
+            }
+            (3, value) => {
+                counts.records += 1;
+                if let Wire::Bytes(record) = value {
+                    refuse_groups(record)?;
+                    counts.headers += fields(record).filter(|(field, _)| *field == 3).count();
+                }
+            }
+            _ => {}
         }
-        records += 1;
-        if let Wire::Bytes(record) = value {
-            refuse_groups(record)?;
-            headers += fields(record).filter(|(field, _)| *field == 3).count();
-        }
-        if records > MAX_RECORDS_PER_REQUEST || headers > MAX_HEADERS_PER_REQUEST {
+        if counts.records > MAX_RECORDS_PER_REQUEST || counts.headers > MAX_HEADERS_PER_REQUEST {
             break;
         }
     }
-    Ok((records, headers))
+    Ok(counts)
 }
 
 /// Fails if the top-level fields of `bytes` hold a group (the scan would stop at it).
@@ -362,6 +407,78 @@ mod tests {
             "prost merges the occurrences"
         );
         assert!(check::<v1::ProduceStreamRequest>(&stream).is_err());
+    }
+
+    /// Found in review: the engine keeps `record_batches` as a slice of the request buffer,
+    /// so a few bytes of batches beside megabytes of unknown fields (or of an earlier
+    /// occurrence of the field, which prost drops) would pin megabytes counted as bytes.
+    #[test]
+    fn batches_must_be_most_of_a_produce_request() {
+        let with_batches = |batches: usize| v1::ProduceRequest {
+            topic: "t".into(),
+            partition: Some(0),
+            record_batches: vec![7u8; batches].into(),
+            ..v1::ProduceRequest::default()
+        };
+        let plain = with_batches(1 << 20).encode_to_vec();
+        assert!(check::<v1::ProduceRequest>(&plain).is_ok());
+        // An unknown field 15 (length-delimited) of 1 MiB beside 100 bytes of batches.
+        let mut padded = with_batches(100).encode_to_vec();
+        padded.extend_from_slice(&[0x7a, 0x80, 0x80, 0x40]);
+        padded.extend(std::iter::repeat_n(0u8, 1 << 20));
+        let decoded = v1::ProduceRequest::decode(padded.as_slice()).unwrap();
+        assert_eq!(
+            decoded.record_batches.len(),
+            100,
+            "prost drops the unknown field"
+        );
+        let error = check::<v1::ProduceRequest>(&padded).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert!(
+            error.message().contains("unknown fields"),
+            "{}",
+            error.message()
+        );
+        // The field twice: prost keeps the last one.
+        let mut twice = with_batches(1 << 20).encode_to_vec();
+        twice.extend(
+            v1::ProduceRequest {
+                record_batches: vec![1u8; 10].into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(
+            v1::ProduceRequest::decode(twice.as_slice())
+                .unwrap()
+                .record_batches
+                .len(),
+            10
+        );
+        let error = check::<v1::ProduceRequest>(&twice).unwrap_err();
+        assert!(
+            error.message().contains("more than once"),
+            "{}",
+            error.message()
+        );
+        // The same through a stream message, split over two occurrences of its request.
+        let stream: Vec<u8> = [plain.as_slice(), &with_batches(10).encode_to_vec()]
+            .iter()
+            .flat_map(|request| {
+                v1::ProduceStreamRequest {
+                    request_id: 1,
+                    request: Some(v1::ProduceRequest::decode(*request).unwrap()),
+                }
+                .encode_to_vec()
+            })
+            .collect();
+        assert!(check::<v1::ProduceStreamRequest>(&stream).is_err());
+        let one = v1::ProduceStreamRequest {
+            request_id: 1,
+            request: Some(with_batches(1 << 20)),
+        }
+        .encode_to_vec();
+        assert!(check::<v1::ProduceStreamRequest>(&one).is_ok());
     }
 
     #[test]

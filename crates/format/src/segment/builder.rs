@@ -260,6 +260,11 @@ fn write_batch(out: &mut BlockWriter, batch: &PendingBatch, crc: u32) -> u32 {
     if body.len() >= DERIVE_CRC_MIN_LEN {
         // The batch CRC is exactly the CRC32C of everything after the CRC field's end.
         let stored = u32::from_be_bytes(head[CRC_AT..].try_into().expect("4 bytes"));
+        debug_assert_eq!(
+            stored,
+            crc32c::crc32c(body),
+            "a batch with a wrong CRC reached the segment builder"
+        );
         crc32c_combine(crc, stored, body.len())
     } else {
         crc32c::crc32c_append(crc, body)

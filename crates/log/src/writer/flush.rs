@@ -206,12 +206,17 @@ async fn upload(
     // Laying out megabytes and checksumming them is CPU work: off the async workers, so the
     // lease keep-alive and the requests of other clients never wait behind it.
     let block_size = usize::try_from(deps.cache.config().block_size).unwrap_or(usize::MAX);
-    let (chunks, built) = tokio::task::spawn_blocking(move || {
+    let (mut chunks, built) = tokio::task::spawn_blocking(move || {
         let built = build_segment(&chunks, block_size);
         (chunks, built)
     })
     .await
     .map_err(|error| fail(LogError::Internal(format!("building segment: {error}"))))?;
+    // The batches are in the blocks now. Let go of them: they are slices of request buffers,
+    // which should not wait for the PUT and the commit.
+    for chunk in chunks.values_mut() {
+        chunk.batches = Vec::new();
+    }
     let (blocks, metas) =
         built.map_err(|error| fail(LogError::Internal(format!("building segment: {error}"))))?;
     let now_ms = deps.clock.now_ms();

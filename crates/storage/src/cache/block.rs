@@ -12,16 +12,23 @@ use std::sync::Arc;
 use bytes::Bytes;
 use foyer::{Code, Error, ErrorKind};
 
-/// One block of one object: `path` as the store names it, `index` counted from 0.
+/// One block of one object: `path` as the store names it, `index` counted from 0 in blocks
+/// of `block_size` bytes. The block size is part of the key: a disk tier kept across a
+/// change of `cache_block_size` holds blocks cut at other places, which must not be found.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct BlockKey {
     pub(crate) path: Arc<str>,
     pub(crate) index: u64,
+    pub(crate) block_size: u64,
 }
 
 impl BlockKey {
-    pub(crate) fn new(path: Arc<str>, index: u64) -> Self {
-        Self { path, index }
+    pub(crate) fn new(path: Arc<str>, index: u64, block_size: u64) -> Self {
+        Self {
+            path,
+            index,
+            block_size,
+        }
     }
 }
 
@@ -74,7 +81,8 @@ impl Code for BlockKey {
             .write_all(&(self.path.len() as u64).to_le_bytes())
             .map_err(io)?;
         writer.write_all(self.path.as_bytes()).map_err(io)?;
-        writer.write_all(&self.index.to_le_bytes()).map_err(io)
+        writer.write_all(&self.index.to_le_bytes()).map_err(io)?;
+        writer.write_all(&self.block_size.to_le_bytes()).map_err(io)
     }
 
     fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
@@ -82,11 +90,12 @@ impl Code for BlockKey {
         let path = String::from_utf8(read_vec(reader, len)?)
             .map_err(|_| Error::new(ErrorKind::Parse, "cached block key is not utf-8"))?;
         let index = read_u64(reader)?;
-        Ok(Self::new(path.into(), index))
+        let block_size = read_u64(reader)?;
+        Ok(Self::new(path.into(), index, block_size))
     }
 
     fn estimated_size(&self) -> usize {
-        8 + self.path.len() + 8
+        8 + self.path.len() + 8 + 8
     }
 }
 
@@ -130,7 +139,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let key = BlockKey::new("segments/01ABC.seg".into(), 42);
+        let key = BlockKey::new("segments/01ABC.seg".into(), 42, 1 << 20);
         let mut buf = Vec::new();
         key.encode(&mut buf).unwrap();
         assert_eq!(buf.len(), key.estimated_size());

@@ -299,7 +299,11 @@ impl BlockCache {
         let block_size = self.inner.config.block_size as usize;
         for (index, start) in (0..bytes.len()).step_by(block_size).enumerate() {
             let end = (start + block_size).min(bytes.len());
-            let key = BlockKey::new(Arc::clone(&name), index as u64);
+            let key = BlockKey::new(
+                Arc::clone(&name),
+                index as u64,
+                self.inner.config.block_size,
+            );
             self.inner
                 .hybrid
                 .insert(key, CachedBlock(Bytes::copy_from_slice(&bytes[start..end])));
@@ -327,7 +331,11 @@ impl BlockCache {
         let name: Arc<str> = path.as_ref().into();
         let total = blocks.iter().map(|block| block.len() as u64).sum();
         for (index, block) in blocks.into_iter().enumerate() {
-            let key = BlockKey::new(Arc::clone(&name), index as u64);
+            let key = BlockKey::new(
+                Arc::clone(&name),
+                index as u64,
+                self.inner.config.block_size,
+            );
             self.inner.hybrid.insert(key, CachedBlock(block));
         }
         self.inner.metrics.add_cache_inserted_bytes(total);
@@ -344,7 +352,7 @@ impl BlockCache {
         for index in range.start / block_size..range.end.div_ceil(block_size) {
             self.inner
                 .hybrid
-                .remove(&BlockKey::new(Arc::clone(&name), index));
+                .remove(&BlockKey::new(Arc::clone(&name), index, block_size));
         }
     }
 
@@ -352,10 +360,11 @@ impl BlockCache {
     /// sooner than eviction would.
     pub fn remove_object(&self, path: &Path, object_size: u64) {
         let name: Arc<str> = path.as_ref().into();
-        for index in 0..object_size.div_ceil(self.inner.config.block_size) {
+        let block_size = self.inner.config.block_size;
+        for index in 0..object_size.div_ceil(block_size) {
             self.inner
                 .hybrid
-                .remove(&BlockKey::new(Arc::clone(&name), index));
+                .remove(&BlockKey::new(Arc::clone(&name), index, block_size));
         }
     }
 
@@ -392,7 +401,7 @@ impl BlockCache {
         let last = (range.end - 1) / block_size;
         let name: Arc<str> = path.as_ref().into();
         let keys: Vec<BlockKey> = (first..=last)
-            .map(|index| BlockKey::new(Arc::clone(&name), index))
+            .map(|index| BlockKey::new(Arc::clone(&name), index, block_size))
             .collect();
 
         let mut blocks = self.lookup(path, &keys).await;
