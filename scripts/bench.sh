@@ -15,7 +15,8 @@
 #   ENCODINGS="client agent"  which `--encoding`s the headline benches use (an agent that
 #                          predates record_batches understands only `agent`)
 #   QUICK=1                only the headline benches (PUT ceiling, produce, consume)
-#   AGENT_ARGS="..."       extra flags for `shale agent` (e.g. "--cache-size 0": memory-only cache)
+#   CACHE_SIZE=2GiB        the agent's --cache-size (0: memory-only cache, no disk writes)
+#   AGENT_ARGS="..."       extra flags for `shale agent`
 #   STORE_OPTIONS=k=v&...  extra object-store URL options for the agent and the PUT ceiling
 #                          (e.g. unsigned_payload=true: moto listens on plain http, where
 #                          bodies are SHA-256-hashed for signing by default)
@@ -65,7 +66,7 @@ create_bucket=()
 
 start_agent() {
     "$agent_bin" agent --metadata "etcd://127.0.0.1:$etcd_port" --object-store "$(store cluster)" "${create_bucket[@]}" \
-        --cache-dir "$work/cache" --cache-size 2GiB --agent-id bench \
+        --cache-dir "$work/cache" --cache-size "${CACHE_SIZE:-2GiB}" --agent-id bench \
         --grpc-addr "127.0.0.1:$grpc_port" --http-addr "127.0.0.1:$http_port" ${AGENT_ARGS:-} >>"$work/agent.log" 2>&1 &
     agent_pid=$!
     pids+=("$agent_pid")
