@@ -55,6 +55,11 @@ impl Fixture {
         (path, bytes)
     }
 
+    /// The whole object at `path`, `size` bytes, through the cache.
+    async fn read_all(&self, path: &Path, size: u64) -> Bytes {
+        self.cache.get_range(path, 0..size, size).await.unwrap()
+    }
+
     fn snapshot(&self) -> StorageSnapshot {
         self.metrics.snapshot()
     }
@@ -161,11 +166,7 @@ async fn gets_are_capped_at_16_mib() {
     let f = Fixture::new(config).await;
     let size = 40 * 1024 * 1024;
     let (path, bytes) = f.object("segments/big.seg", size).await;
-    let got = f
-        .cache
-        .get_range(&path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let got = f.read_all(&path, size as u64).await;
     assert_eq!(got, bytes);
     // 10 blocks of 4 MiB, at most 4 per GET: 4 + 4 + 2.
     assert_eq!(f.snapshot().get_ranges, 3);
@@ -177,11 +178,7 @@ async fn write_through_needs_no_get() {
     let size = 5 * BLOCK as usize + 7;
     let (path, bytes) = f.object("segments/c.seg", size).await;
     f.cache.insert_object(&path, &bytes);
-    let got = f
-        .cache
-        .get_range(&path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let got = f.read_all(&path, size as u64).await;
     assert_eq!(got, bytes);
     let snapshot = f.snapshot();
     assert_eq!(snapshot.get_ranges, 0);
@@ -215,11 +212,7 @@ async fn write_through_of_blocks_needs_no_get_nor_copy() {
         first.wrapping_add(10),
         "served from the very block given"
     );
-    let got = f
-        .cache
-        .get_range(&path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let got = f.read_all(&path, size as u64).await;
     assert_eq!(got, bytes);
     let snapshot = f.snapshot();
     assert_eq!(snapshot.get_ranges, 0);
@@ -235,11 +228,7 @@ async fn blocks_of_the_wrong_size_are_not_cached() {
     let cut = BLOCK as usize * 3 / 2;
     f.cache
         .insert_blocks(&path, vec![bytes.slice(..cut), bytes.slice(cut..)]);
-    let got = f
-        .cache
-        .get_range(&path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let got = f.read_all(&path, size as u64).await;
     assert_eq!(got, bytes);
     let snapshot = f.snapshot();
     assert_eq!(
@@ -308,29 +297,35 @@ async fn store_failures_are_reported_and_not_cached() {
     assert_eq!(f.cache.get_range(&path, 0..100, 100).await.unwrap(), bytes);
 }
 
+/// A cache with a disk tier in `dir` and a memory tier of 16 blocks.
+fn disk_config(dir: &std::path::Path) -> CacheConfig {
+    CacheConfig {
+        memory_bytes: 64 * 1024,
+        disk_bytes: 16 * 1024 * 1024,
+        disk_dir: Some(dir.join("cache")),
+        block_size: BLOCK,
+    }
+}
+
+/// Writes an object of `size` bytes through a cache of `config`, reads it back and closes
+/// the cache (flushing memory to disk); returns the bytes.
+async fn fill_and_close(config: &CacheConfig, path: &Path, size: u64) -> Bytes {
+    let f = Fixture::new(config.clone()).await;
+    let (_, bytes) = f.object(path.as_ref(), size as usize).await;
+    f.cache.insert_object(path, &bytes);
+    // More than the memory tier holds, so some blocks already live on disk only.
+    assert_eq!(f.cache.get_range(path, 0..size, size).await.unwrap(), bytes);
+    f.cache.close().await.unwrap();
+    bytes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_tier_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let config = CacheConfig {
-        memory_bytes: 64 * 1024,
-        disk_bytes: 16 * 1024 * 1024,
-        disk_dir: Some(dir.path().join("cache")),
-        block_size: BLOCK,
-    };
+    let config = disk_config(dir.path());
     let path = Path::from("segments/g.seg");
     let size = 40 * BLOCK;
-    let bytes = {
-        let f = Fixture::new(config.clone()).await;
-        let (_, bytes) = f.object(path.as_ref(), size as usize).await;
-        f.cache.insert_object(&path, &bytes);
-        // More than the memory tier holds, so some blocks already live on disk only.
-        assert_eq!(
-            f.cache.get_range(&path, 0..size, size).await.unwrap(),
-            bytes
-        );
-        f.cache.close().await.unwrap();
-        bytes
-    };
+    let bytes = fill_and_close(&config, &path, size).await;
     // A new cache: the blocks come from the disk tier. foyer's disk writes are best effort
     // (a block evicted while its flusher is busy is dropped), so under load a few may be
     // missing and are fetched from the store, which has the object too.
@@ -352,24 +347,10 @@ async fn disk_tier_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_block_size_does_not_read_old_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let config = CacheConfig {
-        memory_bytes: 64 * 1024,
-        disk_bytes: 16 * 1024 * 1024,
-        disk_dir: Some(dir.path().join("cache")),
-        block_size: BLOCK,
-    };
+    let config = disk_config(dir.path());
     let path = Path::from("segments/resized.seg");
     let size = 40 * BLOCK;
-    {
-        let f = Fixture::new(config.clone()).await;
-        let (_, bytes) = f.object(path.as_ref(), size as usize).await;
-        f.cache.insert_object(&path, &bytes);
-        assert_eq!(
-            f.cache.get_range(&path, 0..size, size).await.unwrap(),
-            bytes
-        );
-        f.cache.close().await.unwrap();
-    }
+    fill_and_close(&config, &path, size).await;
     let f = Fixture::new(CacheConfig {
         block_size: 2 * BLOCK,
         ..config
@@ -444,11 +425,7 @@ async fn evicting_a_range_makes_the_next_read_go_to_the_store() {
     let (path, bytes) = f.object("segments/evict.seg", size).await;
     f.cache.insert_object(&path, &bytes);
     f.cache.evict_range(&path, BLOCK + 10..BLOCK + 20);
-    let got = f
-        .cache
-        .get_range(&path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let got = f.read_all(&path, size as u64).await;
     assert_eq!(got, bytes);
     assert_eq!(
         f.snapshot().get_ranges,
