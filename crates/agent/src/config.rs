@@ -57,6 +57,12 @@ pub struct AgentConfig {
     pub grpc_addr: SocketAddr,
     /// HTTP listener for `/metrics`, `/healthz` and `/readyz`.
     pub http_addr: SocketAddr,
+    /// Open gRPC connections at most; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// A new gRPC connection that has not sent its first 24 bytes (the HTTP/2 preface, or the
+    /// start of a TLS handshake) by then is closed, giving its slot back.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// Check at start-up that the object store honours create-only (conditional) PUTs.
     pub check_conditional_writes: bool,
     /// Create the bucket at start-up if it does not exist. Off by default: a missing bucket
@@ -181,6 +187,8 @@ impl Default for AgentConfig {
             lease_ttl: engine.lease_ttl,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
             check_conditional_writes: true,
             create_bucket: false,
             tls_cert_file: None,
@@ -214,6 +222,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "lease_ttl",
     "grpc_addr",
     "http_addr",
+    "max_connections",
+    "handshake_timeout",
     "check_conditional_writes",
     "create_bucket",
     "tls_cert_file",
@@ -359,6 +369,16 @@ impl AgentConfig {
             ));
         }
         self.validate_tls()?;
+        if self.max_connections == 0 {
+            return Err(AgentError::Config(
+                "max_connections must be at least 1".to_owned(),
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(AgentError::Config(
+                "handshake_timeout must be longer than zero".to_owned(),
+            ));
+        }
         if self.cache_block_size.as_u64() < 4096 {
             return Err(AgentError::Config(format!(
                 "cache block size {} must be at least 4 KiB",

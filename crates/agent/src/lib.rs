@@ -4,6 +4,7 @@
 
 mod budget;
 mod config;
+mod connections;
 mod convert;
 mod dev;
 pub mod fuzzing;

@@ -17,7 +17,6 @@ use shale_proto::v1;
 use shale_storage::{BlockCache, CacheConfig, ObjectStoreConfig, StorageMetrics, StoreAdmin};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -66,6 +65,7 @@ impl RunningAgent {
         let log_metrics = LogMetrics::new(&mut registry);
         let grpc_metrics = crate::metrics::GrpcMetrics::new(&mut registry);
         let data_metrics = crate::metrics::DataMetrics::new(&mut registry);
+        let connection_metrics = crate::connections::ConnectionMetrics::new(&mut registry);
         registry.register_collector(Box::new(crate::process::ProcessCollector));
 
         let meta = open_metadata(&config, Arc::clone(&clock), meta_metrics).await?;
@@ -148,6 +148,11 @@ impl RunningAgent {
                 log: log.clone(),
                 grpc_metrics,
                 data_metrics,
+                connection_metrics,
+                limits: crate::connections::ConnectionLimits {
+                    max_connections: config.max_connections,
+                    handshake_timeout: config.handshake_timeout,
+                },
             },
             shutdown.clone(),
         ));
@@ -281,6 +286,8 @@ struct GrpcServices {
     log: Log,
     grpc_metrics: Arc<crate::metrics::GrpcMetrics>,
     data_metrics: crate::metrics::DataMetrics,
+    connection_metrics: crate::connections::ConnectionMetrics,
+    limits: crate::connections::ConnectionLimits,
 }
 
 async fn serve_grpc(
@@ -293,6 +300,8 @@ async fn serve_grpc(
         log,
         grpc_metrics,
         data_metrics,
+        connection_metrics,
+        limits,
     } = services;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
@@ -320,7 +329,10 @@ async fn serve_grpc(
         .add_service(v1::group_service_server::GroupServiceServer::new(
             GroupService::new(log),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            crate::connections::limited_incoming(listener, limits, connection_metrics),
+            shutdown.cancelled_owned(),
+        )
         .await;
     if let Err(error) = result {
         warn!(%error, "grpc server stopped with an error");

@@ -698,6 +698,77 @@ async fn scrape(f: &Fixture) -> String {
     http_get(f.agent().http_addr().port(), "/metrics").await
 }
 
+/// Reads from `socket` until the agent closes it (end of stream or reset); fails if it is
+/// still open after `within`.
+async fn closed_within(socket: &mut tokio::net::TcpStream, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(within, async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // the server's own preface
+            }
+        }
+    })
+    .await
+    .expect("the agent kept the connection open");
+}
+
+/// The listener holds at most `max_connections`: one more is closed at once, and
+/// connections that never send an HTTP/2 preface give their slot back after
+/// `handshake_timeout`, so well-behaved clients get in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_bounded_and_silent_ones_let_go() {
+    let f = Fixture::start_with(Backends::Embedded, |config| {
+        config.max_connections = 3;
+        config.handshake_timeout = Duration::from_millis(700);
+    })
+    .await;
+    let addr = f.agent().grpc_addr();
+    // The fixture's channel holds one slot; two silent connections take the others.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    closed_within(&mut extra, Duration::from_millis(500)).await;
+    // The existing client is not disturbed.
+    f.admin()
+        .list_topics(v1::ListTopicsRequest::default())
+        .await
+        .unwrap();
+    for socket in &mut silent {
+        closed_within(socket, Duration::from_secs(5)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "silent connections are closed for their silence, not at once"
+    );
+    // Their slots are free again: a new client connects and is served.
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    AdminServiceClient::new(channel)
+        .list_topics(v1::ListTopicsRequest::default())
+        .await
+        .unwrap();
+    let metrics = scrape(&f).await;
+    assert!(
+        metrics.contains("shale_grpc_connections_refused_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shale_grpc_connections_handshake_timeouts_total 2\n"),
+        "{metrics}"
+    );
+    f.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_data_and_process_metrics_follow_the_calls() {
     let f = Fixture::start(Backends::Embedded).await;
