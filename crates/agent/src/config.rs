@@ -369,10 +369,12 @@ impl AgentConfig {
             ));
         }
         self.validate_tls()?;
-        if self.max_connections == 0 {
-            return Err(AgentError::Config(
-                "max_connections must be at least 1".to_owned(),
-            ));
+        if !(1..=crate::connections::MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
+            return Err(AgentError::Config(format!(
+                "max_connections {} must be between 1 and {}",
+                self.max_connections,
+                crate::connections::MAX_CONNECTIONS_LIMIT
+            )));
         }
         if self.handshake_timeout.is_zero() {
             return Err(AgentError::Config(

@@ -22,12 +22,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 
 /// Bytes of the HTTP/2 client preface (`PRI * HTTP/2.0…`), what a client sends first. Over
-/// TLS these are the first bytes of its handshake.
+/// TLS these are the first bytes of its handshake (tonic then bounds the TLS handshake
+/// itself by 10 s, but not the wait for the preface after it: see docs/operations.md).
 const PREFACE_LEN: usize = 24;
+
+/// Keepalive probes on idle connections find peers that vanished without a word.
+const TCP_KEEPALIVE: Duration = Duration::from_mins(1);
+
+/// The most `max_connections` may be (far more than file descriptors allow).
+pub(crate) const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 /// Counts of the listener's connections.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +59,7 @@ impl ConnectionMetrics {
         );
         registry.register(
             "shale_grpc_connections_handshake_timeouts",
-            "gRPC connections closed for not sending an HTTP/2 preface within handshake_timeout",
+            "gRPC connections closed for not sending their first 24 bytes (an HTTP/2 preface) within handshake_timeout of being accepted",
             metrics.timed_out.clone(),
         );
         metrics
@@ -74,22 +80,31 @@ pub(crate) fn limited_incoming(
     limits: ConnectionLimits,
     metrics: ConnectionMetrics,
 ) -> impl Stream<Item = io::Result<LimitedConnection>> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    TcpListenerStream::new(listener).filter_map(move |accepted| {
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(MAX_CONNECTIONS_LIMIT),
+    ));
+    // tonic applies TCP_NODELAY and keepalive only to listeners it binds itself.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
+    incoming.filter_map(move |accepted| {
         let admitted = match accepted {
             Ok(stream) => {
                 if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                    let handshake = Box::pin(tokio::time::sleep(limits.handshake_timeout));
                     metrics.open.inc();
                     Some(Ok(LimitedConnection {
-                        stream,
                         _slot: slot,
-                        handshake: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
+                        stream,
+                        handshake: Some(handshake),
                         received: 0,
                         metrics: metrics.clone(),
                     }))
                 } else {
                     metrics.refused.inc();
-                    tracing::warn!(
+                    // Counted; not a warning each time, or a flood of connections would be
+                    // a flood of log lines too.
+                    tracing::debug!(
                         max_connections = limits.max_connections,
                         peer = ?stream.peer_addr().ok(),
                         "refusing a connection: every slot is taken"
@@ -106,8 +121,10 @@ pub(crate) fn limited_incoming(
 /// A connection holding one of the listener's slots until it is dropped.
 #[derive(Debug)]
 pub(crate) struct LimitedConnection {
-    stream: TcpStream,
+    /// First, so it is released before the socket closes: a client that sees the close and
+    /// reconnects at once finds the slot free.
     _slot: OwnedSemaphorePermit,
+    stream: TcpStream,
     /// Until the first [`PREFACE_LEN`] bytes have arrived: when the connection is given up.
     handshake: Option<Pin<Box<Sleep>>>,
     received: usize,
