@@ -335,12 +335,13 @@ impl Log {
         let mut record_count = 0u64;
         let mut next_offset = request.offset;
         let mut parts = Vec::new();
-        'chunks: for (chunk, spans) in &found.chunks {
+        let mut full = false;
+        for (chunk, spans) in &found.chunks {
             let mut kept = 0..0;
             for span in spans {
                 if max_records > 0 && record_count >= max_records as u64 {
-                    parts.extend(chunk.slice(kept).parts().iter().cloned());
-                    break 'chunks;
+                    full = true;
+                    break;
                 }
                 let first = span.header.base_offset().max(request.offset);
                 let last = span.header.last_offset();
@@ -352,6 +353,9 @@ impl Log {
                 kept.end = span.range.end;
             }
             parts.extend(chunk.slice(kept).parts().iter().cloned());
+            if full {
+                break;
+            }
         }
         Ok(FetchedBytes {
             bytes: self.answer_bytes(&Pieces::new(parts)),

@@ -34,7 +34,7 @@ struct Entry {
 pub(crate) struct VerifiedChunks {
     block_size: u64,
     budget: u64,
-    state: Mutex<(VecDeque<Entry>, u64)>,
+    entries: Mutex<VecDeque<Entry>>,
 }
 
 impl VerifiedChunks {
@@ -42,7 +42,7 @@ impl VerifiedChunks {
         Self {
             block_size,
             budget,
-            state: Mutex::new((VecDeque::new(), 0)),
+            entries: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -55,14 +55,13 @@ impl VerifiedChunks {
 
     /// The checked bytes of the chunk `index` names, if kept.
     pub(crate) fn get(&self, index: &IndexEntry) -> Option<Pieces> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let position = state
-            .0
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = entries
             .iter()
             .position(|entry| Self::matches(entry, index))?;
-        let entry = state.0.remove(position)?;
+        let entry = entries.remove(position)?;
         let chunk = entry.chunk.clone();
-        state.0.push_front(entry);
+        entries.push_front(entry);
         Some(chunk)
     }
 
@@ -73,20 +72,15 @@ impl VerifiedChunks {
         if weight > self.budget {
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (entries, used) = &mut *state;
-        if let Some(position) = entries.iter().position(|entry| Self::matches(entry, index))
-            && let Some(old) = entries.remove(position)
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|entry| !Self::matches(entry, index));
+        // At most MAX_ENTRIES to add up: cheaper to count than to keep a running total right.
+        let used = |entries: &VecDeque<Entry>| entries.iter().map(|e| e.weight).sum::<u64>();
+        while !entries.is_empty()
+            && (used(&entries) + weight > self.budget || entries.len() >= MAX_ENTRIES)
         {
-            *used -= old.weight;
+            entries.pop_back();
         }
-        while *used + weight > self.budget || entries.len() >= MAX_ENTRIES {
-            match entries.pop_back() {
-                Some(old) => *used -= old.weight,
-                None => break,
-            }
-        }
-        *used += weight;
         entries.push_front(Entry {
             object: index.object.clone(),
             offset: index.offset,

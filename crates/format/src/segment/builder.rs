@@ -276,7 +276,6 @@ struct BlockWriter {
     block_size: usize,
     /// Bytes still to come, so the last block is allocated no larger than it will be.
     remaining: usize,
-    written: usize,
     blocks: Vec<Bytes>,
     current: Vec<u8>,
 }
@@ -287,18 +286,17 @@ impl BlockWriter {
         Self {
             block_size,
             remaining: total,
-            written: 0,
             blocks: Vec::with_capacity(total.div_ceil(block_size)),
             current: Vec::new(),
         }
     }
 
     fn len(&self) -> usize {
-        self.written
+        // Every finished block is exactly block_size long.
+        self.blocks.len() * self.block_size + self.current.len()
     }
 
     fn write(&mut self, mut data: &[u8]) {
-        self.written += data.len();
         while !data.is_empty() {
             if self.current.len() == self.block_size || self.current.capacity() == 0 {
                 self.next_block();
