@@ -7,7 +7,10 @@
 # goes to stderr.
 #
 #   scripts/bench.sh [RECORDS]        (records written and read back by the consume benches;
-#                                      default 500000 of 1 KiB)
+#                                      default 200000 of 1 KiB, which fit the default 256 MiB
+#                                      memory tier: "consume from the cache" is a consumer
+#                                      that keeps up; "consume from the object store" is one
+#                                      that fell behind)
 #
 #   RUNS=3                 how many times the headline benches repeat (medians over them)
 #   SHALE_AGENT_BIN=path   run this `shale` binary as the agent (e.g. an older build, for a
@@ -27,7 +30,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-records="${1:-500000}"
+records="${1:-200000}"
 runs="${RUNS:-3}"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 [ -d "$repo/../target" ] && [ -z "${CARGO_TARGET_DIR:-}" ] && target="$(cd "$repo/../target" && pwd)"

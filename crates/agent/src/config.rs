@@ -38,6 +38,12 @@ pub struct AgentConfig {
     pub cache_memory: ByteSize,
     /// Unit of caching and of ranged GETs.
     pub cache_block_size: ByteSize,
+    /// Let segments this agent writes go to the disk tier when the memory tier evicts them.
+    /// Off by default: they stay in memory only (where tailing consumers read them), and the
+    /// disk tier keeps what was read from the object store. On, consumers that fall behind by
+    /// more than `cache_memory` read from local disk instead of the object store, for about
+    /// 1.1 CPU-seconds per GB produced.
+    pub cache_produced_to_disk: bool,
     /// Seal the open segment this long after its first record (one PUT per interval).
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
@@ -179,6 +185,7 @@ impl Default for AgentConfig {
             cache_size: ByteSize::gib(10),
             cache_memory: ByteSize::mib(256),
             cache_block_size: ByteSize::mib(1),
+            cache_produced_to_disk: false,
             flush_interval: engine.flush_interval,
             flush_bytes: engine.flush_bytes,
             max_buffered_bytes: engine.max_buffered_bytes,
@@ -214,6 +221,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "cache_size",
     "cache_memory",
     "cache_block_size",
+    "cache_produced_to_disk",
     "flush_interval",
     "flush_bytes",
     "max_buffered_bytes",

@@ -108,6 +108,7 @@ impl RunningAgent {
                 // A cache_size of 0 keeps the cache in memory only.
                 disk_dir: (config.cache_size.as_u64() > 0).then(|| config.cache_dir.clone()),
                 block_size: config.cache_block_size.as_u64(),
+                written_to_disk: config.cache_produced_to_disk,
             },
             Arc::clone(&store),
             storage_metrics,

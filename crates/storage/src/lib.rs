@@ -46,7 +46,7 @@ mod test_support;
 
 pub use admin::{AdminError, StoreAdmin, check_conditional_put};
 pub use build::{BuildError, build_backend, build_object_store, unsigned_payload};
-pub use cache::{BlockCache, CacheConfig, CacheError};
+pub use cache::{BlockCache, CacheConfig, CacheError, RangeParts};
 pub use classify::{ErrorClass, classify, is_transient};
 pub use config::{
     Backend, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, ObjectStoreConfig,

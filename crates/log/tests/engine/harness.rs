@@ -306,6 +306,7 @@ async fn try_open_log(
             disk_bytes: 64 << 20,
             disk_dir: Some(dir.join(format!("cache-{cache_generation}"))),
             block_size: 64 << 10,
+            written_to_disk: false,
         },
         Arc::clone(&store),
         storage_metrics.clone(),

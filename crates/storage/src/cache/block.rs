@@ -32,9 +32,28 @@ impl BlockKey {
     }
 }
 
-/// The bytes of one block.
+/// The bytes of one block, and whether this process wrote them (as opposed to reading them
+/// from the object store or the disk tier).
+///
+/// A block the agent wrote holds the very bytes whose CRC32C the index records, and it
+/// never left memory, so a reader need not check it again; a block from the store or the
+/// disk tier is checked. `written` is not stored on disk: a block read back from there is
+/// never `written`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CachedBlock(pub(crate) Bytes);
+pub(crate) struct CachedBlock {
+    pub(crate) bytes: Bytes,
+    pub(crate) written: bool,
+}
+
+impl CachedBlock {
+    /// A block read from the object store.
+    pub(crate) fn fetched(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            written: false,
+        }
+    }
+}
 
 fn io(error: std::io::Error) -> Error {
     Error::io_error(error)
@@ -110,9 +129,9 @@ impl Code for CachedBlock {
     fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
         writer.write_all(&BLOCK_MAGIC.to_le_bytes()).map_err(io)?;
         writer
-            .write_all(&(self.0.len() as u64).to_le_bytes())
+            .write_all(&(self.bytes.len() as u64).to_le_bytes())
             .map_err(io)?;
-        writer.write_all(&self.0).map_err(io)
+        writer.write_all(&self.bytes).map_err(io)
     }
 
     fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
@@ -125,11 +144,11 @@ impl Code for CachedBlock {
             .with_context("magic", magic));
         }
         let len = read_u64(reader)?;
-        Ok(Self(Bytes::from(read_vec(reader, len)?)))
+        Ok(Self::fetched(Bytes::from(read_vec(reader, len)?)))
     }
 
     fn estimated_size(&self) -> usize {
-        4 + 8 + self.0.len()
+        4 + 8 + self.bytes.len()
     }
 }
 
@@ -145,10 +164,18 @@ mod tests {
         assert_eq!(buf.len(), key.estimated_size());
         assert_eq!(BlockKey::decode(&mut buf.as_slice()).unwrap(), key);
 
-        let block = CachedBlock(Bytes::from_static(b"some block bytes"));
+        let block = CachedBlock::fetched(Bytes::from_static(b"some block bytes"));
         let mut buf = Vec::new();
         block.encode(&mut buf).unwrap();
         assert_eq!(buf.len(), block.estimated_size());
+        assert_eq!(CachedBlock::decode(&mut buf.as_slice()).unwrap(), block);
+        // Whether this process wrote a block is not stored: read back, it is a block to check.
+        let written = CachedBlock {
+            written: true,
+            ..block.clone()
+        };
+        let mut buf = Vec::new();
+        written.encode(&mut buf).unwrap();
         assert_eq!(CachedBlock::decode(&mut buf.as_slice()).unwrap(), block);
     }
 

@@ -29,6 +29,14 @@ pub struct CacheConfig {
     pub disk_dir: Option<PathBuf>,
     /// Bytes per block, in bytes. Default 1 MiB.
     pub block_size: u64,
+    /// Whether blocks this process writes ([`BlockCache::insert_blocks`](super::BlockCache::insert_blocks))
+    /// go to the disk tier when memory evicts them. Default false: the disk tier keeps what
+    /// was read from the object store, and freshly written blocks live in memory only.
+    /// Writing every produced byte to local disk as well cost about 1.1 CPU-seconds per GB
+    /// produced (serialising, checksumming and writing each block) and serves only
+    /// consumers that fall further behind than the memory tier holds; those read from the
+    /// object store instead, at one GET per 16 MiB.
+    pub written_to_disk: bool,
 }
 
 impl Default for CacheConfig {
@@ -38,6 +46,7 @@ impl Default for CacheConfig {
             disk_bytes: 10 * GIB,
             disk_dir: None,
             block_size: MIB,
+            written_to_disk: false,
         }
     }
 }

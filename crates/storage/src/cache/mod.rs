@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, RecoverMode,
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCacheProperties, Location, RecoverMode,
 };
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
@@ -37,6 +38,19 @@ use self::block::{BlockKey, CachedBlock};
 pub use self::config::CacheConfig;
 use crate::classify::is_transient;
 use crate::metrics::{Lookup, StorageMetrics};
+
+/// A range read from the cache: the bytes, as slices of cached blocks in order, and where
+/// they came from.
+#[derive(Debug, Clone, Default)]
+pub struct RangeParts {
+    /// The bytes, one slice per block the range touches.
+    pub parts: Vec<Bytes>,
+    /// Every block was written by this process ([`BlockCache::insert_blocks`]) and served
+    /// from memory: these are the very bytes whose checksums the writer computed, so a reader
+    /// may skip checking them again. False if any block came from the object store or the
+    /// disk tier.
+    pub written: bool,
+}
 
 /// A block-cache read failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -206,7 +220,7 @@ impl BlockCache {
             .memory(usize::try_from(config.memory_bytes).unwrap_or(usize::MAX))
             .with_weighter(|key: &BlockKey, block: &CachedBlock| {
                 // Entry bookkeeping is small next to a block; count it anyway.
-                key.path.len() + block.0.len() + 64
+                key.path.len() + block.bytes.len() + 64
             })
             .storage();
         let hybrid = match &config.disk_dir {
@@ -252,7 +266,7 @@ impl BlockCache {
         range: Range<u64>,
         object_size: u64,
     ) -> Result<Bytes, CacheError> {
-        let parts = self.get_range_parts(path, range, object_size).await?;
+        let parts = self.get_range_parts(path, range, object_size).await?.parts;
         Ok(match parts.as_slice() {
             [] => Bytes::new(),
             [single] => single.clone(),
@@ -267,19 +281,20 @@ impl BlockCache {
     }
 
     /// Bytes `range` of the object, as [`get_range`](Self::get_range) reads them, but as
-    /// slices of the cached blocks, in order (one per block the range touches).
+    /// slices of the cached blocks, in order (one per block the range touches), and whether
+    /// every one of those blocks is one this process wrote (see [`RangeParts::written`]).
     pub async fn get_range_parts(
         &self,
         path: &Path,
         range: Range<u64>,
         object_size: u64,
-    ) -> Result<Vec<Bytes>, CacheError> {
+    ) -> Result<RangeParts, CacheError> {
         let result = self.read(path, range, object_size).await;
         match &result {
-            Ok(parts) => self
+            Ok(read) => self
                 .inner
                 .metrics
-                .add_cache_served_bytes(parts.iter().map(|part| part.len() as u64).sum()),
+                .add_cache_served_bytes(read.parts.iter().map(|part| part.len() as u64).sum()),
             Err(error) => {
                 tracing::debug!(%path, %error, "block cache read failed");
                 self.inner.metrics.record_cache_error();
@@ -304,20 +319,25 @@ impl BlockCache {
                 index as u64,
                 self.inner.config.block_size,
             );
-            self.inner
-                .hybrid
-                .insert(key, CachedBlock(Bytes::copy_from_slice(&bytes[start..end])));
+            self.inner.hybrid.insert(
+                key,
+                CachedBlock::fetched(Bytes::copy_from_slice(&bytes[start..end])),
+            );
         }
         self.inner
             .metrics
             .add_cache_inserted_bytes(bytes.len() as u64);
     }
 
-    /// Write-through without a copy: caches `blocks` as the whole object at `path`. Every
-    /// block but the last must be exactly [`CacheConfig::block_size`] long, each in its own
-    /// allocation (as the segment builder's `finish_blocks` makes them), so that a cached
-    /// block pins nothing else. Blocks of other sizes would be cached under the wrong
-    /// offsets, so then nothing is cached.
+    /// Write-through without a copy: caches `blocks`, which this process has just written,
+    /// as the whole object at `path`. Every block but the last must be exactly
+    /// [`CacheConfig::block_size`] long, each in its own allocation (as the segment builder's
+    /// `finish_blocks` makes them), so that a cached block pins nothing else. Blocks of
+    /// other sizes would be cached under the wrong offsets, so then nothing is cached.
+    ///
+    /// The blocks stay in memory only, unless [`CacheConfig::written_to_disk`] lets the disk
+    /// tier take them when memory evicts them. While in memory, reads report them as
+    /// [`written`](RangeParts::written).
     pub fn insert_blocks(&self, path: &Path, blocks: Vec<Bytes>) {
         let block_size = self.inner.config.block_size as usize;
         let count = blocks.len();
@@ -336,7 +356,19 @@ impl BlockCache {
                 index as u64,
                 self.inner.config.block_size,
             );
-            self.inner.hybrid.insert(key, CachedBlock(block));
+            let block = CachedBlock {
+                bytes: block,
+                written: true,
+            };
+            if self.inner.config.written_to_disk {
+                self.inner.hybrid.insert(key, block);
+            } else {
+                self.inner.hybrid.insert_with_properties(
+                    key,
+                    block,
+                    HybridCacheProperties::default().with_location(Location::InMem),
+                );
+            }
         }
         self.inner.metrics.add_cache_inserted_bytes(total);
     }
@@ -384,7 +416,7 @@ impl BlockCache {
         path: &Path,
         range: Range<u64>,
         object_size: u64,
-    ) -> Result<Vec<Bytes>, CacheError> {
+    ) -> Result<RangeParts, CacheError> {
         if range.start > range.end || range.end > object_size {
             return Err(CacheError::OutOfBounds {
                 path: path.to_string(),
@@ -394,7 +426,10 @@ impl BlockCache {
             });
         }
         if range.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RangeParts {
+                parts: Vec::new(),
+                written: true,
+            });
         }
         let block_size = self.inner.config.block_size;
         let first = range.start / block_size;
@@ -409,14 +444,17 @@ impl BlockCache {
         let results = join_all(waits.iter().map(|(_, wait)| wait.run.clone())).await;
         for ((slot, wait), result) in waits.iter().zip(results) {
             let run = result?;
-            blocks[*slot] = run.get(wait.position).cloned();
+            blocks[*slot] = run.get(wait.position).cloned().map(CachedBlock::fetched);
         }
 
         let mut parts = Vec::with_capacity(keys.len());
+        let mut written = true;
         for (key, block) in keys.iter().zip(blocks) {
             let block_start = key.index * block_size;
             let expected = block_size.min(object_size - block_start);
-            let block = block.unwrap_or_default();
+            let (block, block_written) =
+                block.map_or((Bytes::new(), false), |block| (block.bytes, block.written));
+            written &= block_written;
             if block.len() as u64 != expected {
                 return Err(CacheError::BlockMismatch {
                     path: path.to_string(),
@@ -429,17 +467,17 @@ impl BlockCache {
             let to = (range.end - block_start).min(expected) as usize;
             parts.push(block.slice(from..to));
         }
-        Ok(parts)
+        Ok(RangeParts { parts, written })
     }
 
     /// Looks every block up in memory and on disk; `None` where missing. A disk read error
     /// counts as a miss: the disk is only a cache.
-    async fn lookup(&self, path: &Path, keys: &[BlockKey]) -> Vec<Option<Bytes>> {
+    async fn lookup(&self, path: &Path, keys: &[BlockKey]) -> Vec<Option<CachedBlock>> {
         let found = join_all(keys.iter().map(|key| self.inner.hybrid.get(key))).await;
         found
             .into_iter()
             .map(|result| match result {
-                Ok(entry) => entry.map(|entry| entry.value().0.clone()),
+                Ok(entry) => entry.map(|entry| entry.value().clone()),
                 Err(error) => {
                     tracing::warn!(%path, %error, "block cache disk read failed; refetching");
                     None
@@ -454,7 +492,7 @@ impl BlockCache {
         &self,
         path: &Path,
         keys: &[BlockKey],
-        blocks: &mut [Option<Bytes>],
+        blocks: &mut [Option<CachedBlock>],
         object_size: u64,
     ) -> Vec<(usize, InFlight)> {
         let metrics = &self.inner.metrics;
@@ -477,7 +515,7 @@ impl BlockCache {
                 waits.push((slot, wait.clone()));
             } else if let Some(entry) = self.inner.hybrid.memory().get(&keys[slot]) {
                 // Filled by a fetch that finished since our lookup.
-                blocks[slot] = Some(entry.value().0.clone());
+                blocks[slot] = Some(entry.value().clone());
                 metrics.record_cache_lookups(Lookup::Hit, 1);
             } else {
                 mine.push(slot);
@@ -536,7 +574,9 @@ impl BlockCache {
                     let block = Bytes::copy_from_slice(
                         &bytes[offset..(offset + block_size as usize).min(bytes.len())],
                     );
-                    inner.hybrid.insert(key.clone(), CachedBlock(block.clone()));
+                    inner
+                        .hybrid
+                        .insert(key.clone(), CachedBlock::fetched(block.clone()));
                     blocks.push(block);
                 }
                 Arc::new(blocks)

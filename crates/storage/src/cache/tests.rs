@@ -71,6 +71,7 @@ fn small_config() -> CacheConfig {
         disk_bytes: 0,
         disk_dir: None,
         block_size: BLOCK,
+        written_to_disk: false,
     }
 }
 
@@ -220,6 +221,64 @@ async fn write_through_of_blocks_needs_no_get_nor_copy() {
 }
 
 #[tokio::test]
+async fn reads_say_whether_every_block_was_written_here() {
+    let f = Fixture::memory_only().await;
+    let size = 3 * BLOCK as usize;
+    let (written_path, bytes) = f.object("segments/written.seg", size).await;
+    let blocks = bytes
+        .chunks(BLOCK as usize)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    f.cache.insert_blocks(&written_path, blocks);
+    let read = f
+        .cache
+        .get_range_parts(&written_path, 5..size as u64 - 5, size as u64)
+        .await
+        .unwrap();
+    assert!(read.written);
+    assert_eq!(read.parts.concat(), bytes[5..size - 5]);
+
+    // Fetched from the store, or planted by insert_object: to be checked by the reader.
+    let (fetched_path, bytes) = f.object("segments/fetched.seg", size).await;
+    let read = f
+        .cache
+        .get_range_parts(&fetched_path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert!(!read.written);
+    let again = f
+        .cache
+        .get_range_parts(&fetched_path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert!(!again.written, "a fetched block stays one once cached");
+    assert_eq!(again.parts.concat(), bytes);
+    let (planted_path, bytes) = f.object("segments/planted.seg", size).await;
+    f.cache.insert_object(&planted_path, &bytes);
+    let read = f
+        .cache
+        .get_range_parts(&planted_path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert!(!read.written);
+
+    // One block of a range fetched, the others written: not all written.
+    f.cache.evict_range(&written_path, 0..1);
+    let read = f
+        .cache
+        .get_range_parts(&written_path, 0..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert!(!read.written);
+    let read = f
+        .cache
+        .get_range_parts(&written_path, BLOCK..size as u64, size as u64)
+        .await
+        .unwrap();
+    assert!(read.written);
+}
+
+#[tokio::test]
 async fn blocks_of_the_wrong_size_are_not_cached() {
     let f = Fixture::memory_only().await;
     let size = 3 * BLOCK as usize;
@@ -304,6 +363,7 @@ fn disk_config(dir: &std::path::Path) -> CacheConfig {
         disk_bytes: 16 * 1024 * 1024,
         disk_dir: Some(dir.join("cache")),
         block_size: BLOCK,
+        written_to_disk: false,
     }
 }
 
@@ -339,6 +399,46 @@ async fn disk_tier_survives_a_restart() {
         "{fetched} of {size} bytes came from the store, not the disk tier"
     );
     f.cache.close().await.unwrap();
+}
+
+/// Blocks the process wrote stay in memory only unless `written_to_disk` says otherwise:
+/// evicted from a small memory tier they are gone (a read fetches them), where with the
+/// option the disk tier keeps them, and they come back as blocks to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_blocks_reach_the_disk_tier_only_when_asked() {
+    let size = 40 * BLOCK;
+    for written_to_disk in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CacheConfig {
+            written_to_disk,
+            ..disk_config(dir.path())
+        };
+        let f = Fixture::new(config).await;
+        let (path, bytes) = f.object("segments/w.seg", size as usize).await;
+        let blocks = bytes
+            .chunks(BLOCK as usize)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        // Twice the memory tier: the first blocks are evicted from memory by the last.
+        f.cache.insert_blocks(&path, blocks);
+        // Let foyer's flushers write what was handed to them.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let read = f.cache.get_range_parts(&path, 0..size, size).await.unwrap();
+        assert_eq!(read.parts.concat(), bytes);
+        assert!(!read.written, "written_to_disk {written_to_disk}");
+        // The memory tier holds 16 of the 40 blocks. foyer's disk writes are best effort (a
+        // block evicted while its flusher is busy is dropped), hence the margins.
+        let fetched = f.snapshot().cache_fetched_bytes;
+        if written_to_disk {
+            assert!(fetched <= size / 4, "{fetched} of {size} bytes fetched");
+        } else {
+            assert!(
+                fetched >= size / 2,
+                "only {fetched} of {size} bytes fetched"
+            );
+        }
+        f.cache.close().await.unwrap();
+    }
 }
 
 /// A disk tier kept across a change of block size holds blocks cut elsewhere: none of them
