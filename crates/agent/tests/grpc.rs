@@ -1149,7 +1149,7 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
         .into_inner();
     assert!(fetched.records.is_empty());
     assert_eq!((fetched.high_watermark, fetched.next_offset), (5, 5));
-    let batches: Vec<_> = BatchIter::new(fetched.record_batches.clone())
+    let batches: Vec<_> = BatchIter::new(Bytes::from(fetched.record_batches.concat()))
         .verifying()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -1182,7 +1182,10 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
         .unwrap()
         .into_inner();
     assert_eq!(one.next_offset, 3);
-    assert_eq!(BatchIter::new(one.record_batches).count(), 1);
+    assert_eq!(
+        BatchIter::new(Bytes::from(one.record_batches.concat())).count(),
+        1
+    );
     // The record form of the same data, decoded by the agent, agrees.
     let decoded = log.fetch(fetch("raw", 1, 1)).await.unwrap().into_inner();
     assert_eq!(
@@ -1215,7 +1218,10 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
         .unwrap()
         .into_inner();
     let streamed = stream.message().await.unwrap().unwrap();
-    assert_eq!(BatchIter::new(streamed.record_batches).count(), 1);
+    assert_eq!(
+        BatchIter::new(Bytes::from(streamed.record_batches.concat())).count(),
+        1
+    );
     assert_eq!(streamed.next_offset, 5);
     drop(stream);
 

@@ -73,15 +73,13 @@ impl FetchedBatch {
         limits: DecodeLimits,
         addr: &str,
     ) -> Result<Self, ClientError> {
-        if response.record_batches.is_empty() {
+        if response.record_batches.iter().all(bytes::Bytes::is_empty) {
             return Ok(Self::from(response));
         }
+        let partition = response.partition;
         let corrupt = |error: shale_format::BatchError| ClientError::Protocol {
             addr: addr.to_owned(),
-            reason: format!(
-                "a fetched record batch of partition {} is damaged: {error}",
-                response.partition
-            ),
+            reason: format!("a fetched record batch of partition {partition} is damaged: {error}"),
         };
         let max_records = if limits.max_records == 0 {
             usize::MAX
@@ -96,11 +94,15 @@ impl FetchedBatch {
         let mut records = Vec::new();
         let mut taken = 0usize;
         let mut next_offset = response.next_offset;
-        'batches: for batch in shale_format::BatchIter::new(response.record_batches.clone()) {
-            let batch = batch.map_err(corrupt)?;
-            if batch.last_offset() < from {
+        // The answer's pieces read as one: a batch within a piece is a slice of it, one that
+        // spans two is joined.
+        let pieces = shale_format::Pieces::new(response.record_batches);
+        'batches: for span in pieces.batches() {
+            let span = span.map_err(corrupt)?;
+            if span.header.last_offset() < from {
                 continue;
             }
+            let batch = pieces.batch(&span).map_err(corrupt)?;
             // Records of an uncompressed batch are slices of the answer, which is bounded by
             // what crossed the wire; those of a compressed one are copied out, so the
             // decompressed section is freed with the batch.
@@ -120,7 +122,7 @@ impl FetchedBatch {
             }
         }
         Ok(Self {
-            partition: response.partition,
+            partition,
             records,
             high_watermark: response.high_watermark,
             log_start_offset: response.log_start_offset,
@@ -229,7 +231,9 @@ impl Stream for FetchStream {
                 return Poll::Ready(Some(batch));
             }
             match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(response))) if !response.record_batches.is_empty() => {
+                Poll::Ready(Some(Ok(response)))
+                    if !response.record_batches.iter().all(bytes::Bytes::is_empty) =>
+                {
                     this.pending = Some(response);
                 }
                 Poll::Ready(Some(Ok(response))) => {
@@ -280,9 +284,13 @@ mod tests {
             batch(4, 8, shale_format::Compression::Zstd),
         ]
         .concat();
+        // In pieces, as an agent sends them: cut inside the first batch's header and inside
+        // the second batch.
+        let bytes = Bytes::from(bytes);
+        let (a, b) = (20, bytes.len() - 30);
         v1::FetchResponse {
             partition: 3,
-            record_batches: bytes.into(),
+            record_batches: vec![bytes.slice(..a), bytes.slice(a..b), bytes.slice(b..)],
             high_watermark,
             next_offset: high_watermark,
             ..v1::FetchResponse::default()
@@ -333,10 +341,10 @@ mod tests {
     #[test]
     fn a_damaged_batch_is_an_error_not_data() {
         let mut damaged = response(8);
-        let mut bytes = damaged.record_batches.to_vec();
+        let mut bytes = damaged.record_batches.concat();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        damaged.record_batches = bytes.into();
+        damaged.record_batches = vec![bytes.into()];
         let limits = DecodeLimits {
             max_records: 0,
             max_bytes: 0,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
 use shale_format::{BatchSpan, DecodedRecord, Pieces, RecordBatch};
 use shale_meta::{IndexEntry, PartitionState, Record as _};
@@ -100,16 +100,29 @@ pub struct FetchedBatches {
 /// Stored batches in one buffer, as the native API's `record_batches` answer carries them.
 #[derive(Debug, Clone, Default)]
 pub struct FetchedBytes {
-    /// Whole RecordBatch v2 batches back to back; the first may start before the requested
-    /// offset. A copy, unless it is most of one cached block (then that block's slice): it
-    /// never keeps much more than itself alive.
-    pub bytes: Bytes,
+    /// Whole RecordBatch v2 batches back to back, in pieces (a batch may span two); the
+    /// first may start before the requested offset. A piece that is at least half of a
+    /// cached block is that block's slice; smaller ones are copied (several together), so
+    /// the answer never keeps more than twice its size alive.
+    pub parts: Vec<Bytes>,
     /// Records at or after the requested offset in `bytes` (by offset range).
     pub record_count: u64,
     pub high_watermark: i64,
     pub log_start: i64,
     /// Where the next fetch should start.
     pub next_offset: i64,
+}
+
+impl FetchedBytes {
+    /// Bytes of batches in the answer.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the answer holds no batch.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
 }
 
 /// What a fetch found: per chunk read, the batches that go into the answer.
@@ -358,25 +371,15 @@ impl Log {
             }
         }
         Ok(FetchedBytes {
-            bytes: self.answer_bytes(&Pieces::new(parts)),
+            parts: answer_parts(
+                parts,
+                usize::try_from(self.inner.cache.config().block_size).unwrap_or(usize::MAX),
+            ),
             record_count,
             high_watermark: found.high_watermark,
             log_start: found.log_start,
             next_offset: next_offset.min(found.high_watermark).max(request.offset),
         })
-    }
-
-    /// The answer's bytes in one buffer, copied once from the cached blocks. Only an answer
-    /// that is most of one block is that block's slice: a small slice would keep the whole
-    /// block alive while a slow reader holds the answer.
-    fn answer_bytes(&self, pieces: &Pieces) -> Bytes {
-        let block_size =
-            usize::try_from(self.inner.cache.config().block_size).unwrap_or(usize::MAX);
-        match pieces.parts() {
-            [single] if single.len() >= block_size / 2 => single.clone(),
-            [single] => Bytes::copy_from_slice(single),
-            _ => pieces.to_bytes(),
-        }
     }
 
     /// From each entry's chunk, the batches that continue the answer: from `offset`, below
@@ -507,5 +510,72 @@ impl Log {
                     )
                 }
             })
+    }
+}
+
+/// The answer's pieces, from slices of cached blocks of `block_size`: a slice of at least half
+/// a block is kept as it is (no copy; it keeps at most twice its size alive), and runs of
+/// smaller ones are copied together, so that a small slice never keeps a whole block alive
+/// while a slow reader holds the answer.
+fn answer_parts(slices: Vec<Bytes>, block_size: usize) -> Vec<Bytes> {
+    let mut parts = Vec::with_capacity(slices.len());
+    let mut small = BytesMut::new();
+    for slice in slices {
+        if slice.len() >= block_size / 2 {
+            if !small.is_empty() {
+                parts.push(small.split().freeze());
+            }
+            parts.push(slice);
+        } else if !slice.is_empty() {
+            small.extend_from_slice(&slice);
+        }
+    }
+    if !small.is_empty() {
+        parts.push(small.freeze());
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_slices_are_kept_and_small_ones_copied_together() {
+        const BLOCK: usize = 1000;
+        let block = Bytes::from(vec![7u8; BLOCK]);
+        let other = Bytes::from(vec![9u8; BLOCK]);
+        let slices = vec![
+            block.slice(900..),
+            block.slice(..0),
+            other.slice(..100),
+            other.slice(100..700),
+            block.slice(..10),
+            block.slice(10..30),
+        ];
+        let joined = slices.concat();
+        let parts = answer_parts(slices, BLOCK);
+        assert_eq!(parts.concat(), joined);
+        let lens: Vec<usize> = parts.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [200, 600, 30]);
+        let kept = other.as_ptr().wrapping_add(100);
+        assert_eq!(
+            parts[1].as_ptr(),
+            kept,
+            "a slice of half a block or more is not copied"
+        );
+        // Nothing alive beyond what the answer holds, twice over at most.
+        let pinned: usize = parts
+            .iter()
+            .map(|part| {
+                if part.as_ptr() == kept {
+                    BLOCK
+                } else {
+                    part.len()
+                }
+            })
+            .sum();
+        assert!(pinned <= 2 * joined.len());
+        assert!(answer_parts(Vec::new(), BLOCK).is_empty());
     }
 }

@@ -317,11 +317,11 @@ async fn fetch_once(
             .fetch_bytes(fetch, max_records)
             .await
             .map_err(|e| to_status(&e))?;
-        metrics.fetched(fetched.record_count, fetched.bytes.len() as u64);
+        metrics.fetched(fetched.record_count, fetched.len() as u64);
         return Ok(v1::FetchResponse {
             partition: fetch.partition,
             records: Vec::new(),
-            record_batches: fetched.bytes,
+            record_batches: fetched.parts,
             high_watermark: fetched.high_watermark,
             log_start_offset: fetched.log_start,
             next_offset: fetched.next_offset,
@@ -353,7 +353,7 @@ async fn fetch_once(
     Ok(v1::FetchResponse {
         partition: fetch.partition,
         records,
-        record_batches: bytes::Bytes::new(),
+        record_batches: Vec::new(),
         high_watermark: fetched.high_watermark,
         log_start_offset: fetched.log_start,
         next_offset: fetched.next_offset,

@@ -198,10 +198,13 @@ impl LogService for MockLog {
             let last = (offset + 2).min(end);
             // Answer in the form asked for: stored batches (what the SDK asks for by
             // default) or records.
+            // Stored batches come in pieces that cut through a batch, as an agent's do.
             let (records, record_batches) = if request.record_batches {
-                (Vec::new(), stored_batch(offset, last))
+                let batch = stored_batch(offset, last);
+                let cut = batch.len() / 3;
+                (Vec::new(), vec![batch.slice(..cut), batch.slice(cut..)])
             } else {
-                ((offset..last).map(stored).collect(), Bytes::new())
+                ((offset..last).map(stored).collect(), Vec::new())
             };
             batches.push(Ok(v1::FetchResponse {
                 partition: request.partition,
