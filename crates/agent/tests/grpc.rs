@@ -430,6 +430,7 @@ async fn fetch_stream_follows_the_tail(backends: Backends) {
             offset: 0,
             max_bytes: 0,
             record_batches: false,
+            record_batch_pieces: false,
         })
         .await
         .unwrap()
@@ -459,6 +460,7 @@ async fn fetch_stream_follows_the_tail(backends: Backends) {
                 offset: 0,
                 max_bytes: 0,
                 record_batches: false,
+                record_batch_pieces: false,
             })
             .await,
         Code::NotFound,
@@ -807,6 +809,7 @@ async fn grpc_data_and_process_metrics_follow_the_calls() {
             offset: 0,
             max_bytes: 0,
             record_batches: false,
+            record_batch_pieces: false,
         })
         .await
         .unwrap()
@@ -1149,12 +1152,28 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
         .into_inner();
     assert!(fetched.records.is_empty());
     assert_eq!((fetched.high_watermark, fetched.next_offset), (5, 5));
-    let batches: Vec<_> = BatchIter::new(Bytes::from(fetched.record_batches.concat()))
+    let batches: Vec<_> = BatchIter::new(fetched.record_batches.clone())
         .verifying()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(batches.len(), 2);
     assert_eq!((batches[0].base_offset(), batches[1].base_offset()), (0, 3));
+    // Asked for in pieces, the same bytes come as slices of the cache's blocks instead.
+    let pieces = log
+        .fetch(v1::FetchRequest {
+            record_batches: true,
+            record_batch_pieces: true,
+            ..fetch("raw", 1, 1)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pieces.record_batches.is_empty() && pieces.records.is_empty());
+    assert!(!pieces.record_batch_pieces.is_empty());
+    assert_eq!(
+        pieces.record_batch_pieces.concat(),
+        fetched.record_batches.to_vec()
+    );
     // From the magic byte on (CRC, attributes, records) the stored batch is the sent one.
     assert_eq!(batches[0].as_bytes()[16..], plain[16..]);
     assert_eq!(batches[1].as_bytes()[16..], idempotent[16..]);
@@ -1182,10 +1201,7 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
         .unwrap()
         .into_inner();
     assert_eq!(one.next_offset, 3);
-    assert_eq!(
-        BatchIter::new(Bytes::from(one.record_batches.concat())).count(),
-        1
-    );
+    assert_eq!(BatchIter::new(one.record_batches).count(), 1);
     // The record form of the same data, decoded by the agent, agrees.
     let decoded = log.fetch(fetch("raw", 1, 1)).await.unwrap().into_inner();
     assert_eq!(
@@ -1213,15 +1229,13 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
             offset: 4,
             max_bytes: 0,
             record_batches: true,
+            record_batch_pieces: false,
         })
         .await
         .unwrap()
         .into_inner();
     let streamed = stream.message().await.unwrap().unwrap();
-    assert_eq!(
-        BatchIter::new(Bytes::from(streamed.record_batches.concat())).count(),
-        1
-    );
+    assert_eq!(BatchIter::new(streamed.record_batches).count(), 1);
     assert_eq!(streamed.next_offset, 5);
     drop(stream);
 

@@ -109,6 +109,7 @@ fn well_behaved(addr: &str, done: &std::sync::atomic::AtomicBool) -> (usize, Dur
                     max_records: 1,
                     max_wait_ms: 0,
                     record_batches: false,
+                    record_batch_pieces: false,
                 })
                 .await
             };
@@ -173,6 +174,7 @@ fn hostile_clients_do_not_exhaust_memory_and_a_good_client_is_served() {
                         offset: 0,
                         max_bytes: u32::MAX,
                         record_batches: false,
+                        record_batch_pieces: false,
                     })
                     .await
                 {
@@ -279,6 +281,7 @@ fn hostile_clients_do_not_exhaust_memory_and_a_good_client_is_served() {
                             max_records: 0,
                             max_wait_ms: 0,
                             record_batches: false,
+                            record_batch_pieces: false,
                         })
                         .await;
                     match fetched {

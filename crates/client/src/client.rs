@@ -257,8 +257,10 @@ impl Client {
             max_bytes: options.max_bytes,
             max_records: options.max_records,
             max_wait_ms: u32::try_from(options.max_wait.as_millis()).unwrap_or(u32::MAX),
-            // Stored batches, decoded here: the agent sends them without touching a record.
+            // Stored batches, decoded here: the agent sends them without touching a record,
+            // as slices of its cache (an older agent joins them).
             record_batches: self.fetch_batches,
+            record_batch_pieces: self.fetch_batches,
         };
         let response = self
             .log
@@ -289,6 +291,7 @@ impl Client {
             offset,
             max_bytes,
             record_batches: self.fetch_batches,
+            record_batch_pieces: self.fetch_batches,
         };
         let stream = self
             .log

@@ -63,6 +63,38 @@ impl From<v1::FetchResponse> for FetchedBatch {
     }
 }
 
+/// Whether an answer carries stored batches (in either form).
+fn has_stored_batches(response: &v1::FetchResponse) -> bool {
+    !response.record_batches.is_empty()
+        || response
+            .record_batch_pieces
+            .iter()
+            .any(|piece| !piece.is_empty())
+}
+
+/// Pieces joined into one buffer past this many: walking batch headers across pieces costs
+/// a pass over the pieces per batch, which a hostile agent's thousands of tiny pieces would
+/// make quadratic. An agent sends a piece per cache block the answer touches, a handful.
+const MAX_PIECES_KEPT_APART: usize = 64;
+
+/// An answer's stored batches as pieces to read as one (a batch within a piece is a slice
+/// of it; one that spans two is joined), or `None` if it has none.
+fn stored_pieces(response: &v1::FetchResponse) -> Option<shale_format::Pieces> {
+    if !has_stored_batches(response) {
+        return None;
+    }
+    let pieces = if response.record_batch_pieces.is_empty() {
+        shale_format::Pieces::new([response.record_batches.clone()])
+    } else {
+        shale_format::Pieces::new(response.record_batch_pieces.iter().cloned())
+    };
+    Some(if pieces.parts().len() > MAX_PIECES_KEPT_APART {
+        shale_format::Pieces::new([pieces.to_bytes()])
+    } else {
+        pieces
+    })
+}
+
 impl FetchedBatch {
     /// The batch an answer carries: its `records`, or its `record_batches` decoded here
     /// (each batch's CRC32C checked) into the records from `from` on, within `limits`.
@@ -73,9 +105,9 @@ impl FetchedBatch {
         limits: DecodeLimits,
         addr: &str,
     ) -> Result<Self, ClientError> {
-        if response.record_batches.iter().all(bytes::Bytes::is_empty) {
+        let Some(pieces) = stored_pieces(&response) else {
             return Ok(Self::from(response));
-        }
+        };
         let partition = response.partition;
         let corrupt = |error: shale_format::BatchError| ClientError::Protocol {
             addr: addr.to_owned(),
@@ -94,9 +126,6 @@ impl FetchedBatch {
         let mut records = Vec::new();
         let mut taken = 0usize;
         let mut next_offset = response.next_offset;
-        // The answer's pieces read as one: a batch within a piece is a slice of it, one that
-        // spans two is joined.
-        let pieces = shale_format::Pieces::new(response.record_batches);
         'batches: for span in pieces.batches() {
             let span = span.map_err(corrupt)?;
             if span.header.last_offset() < from {
@@ -231,9 +260,7 @@ impl Stream for FetchStream {
                 return Poll::Ready(Some(batch));
             }
             match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(response)))
-                    if !response.record_batches.iter().all(bytes::Bytes::is_empty) =>
-                {
+                Poll::Ready(Some(Ok(response))) if has_stored_batches(&response) => {
                     this.pending = Some(response);
                 }
                 Poll::Ready(Some(Ok(response))) => {
@@ -290,7 +317,7 @@ mod tests {
         let (a, b) = (20, bytes.len() - 30);
         v1::FetchResponse {
             partition: 3,
-            record_batches: vec![bytes.slice(..a), bytes.slice(a..b), bytes.slice(b..)],
+            record_batch_pieces: vec![bytes.slice(..a), bytes.slice(a..b), bytes.slice(b..)],
             high_watermark,
             next_offset: high_watermark,
             ..v1::FetchResponse::default()
@@ -339,12 +366,51 @@ mod tests {
     }
 
     #[test]
+    fn joined_answers_and_any_cut_into_pieces_read_alike() {
+        let all = DecodeLimits {
+            max_records: 0,
+            max_bytes: 0,
+        };
+        let pieces = response(8);
+        let bytes = Bytes::from(pieces.record_batch_pieces.concat());
+        let joined = v1::FetchResponse {
+            record_batches: bytes.clone(),
+            record_batch_pieces: Vec::new(),
+            ..pieces.clone()
+        };
+        // One byte per piece: past MAX_PIECES_KEPT_APART, so read joined.
+        let crumbs = v1::FetchResponse {
+            record_batch_pieces: (0..bytes.len()).map(|i| bytes.slice(i..=i)).collect(),
+            ..pieces.clone()
+        };
+        // Empty pieces among them are nothing.
+        let mut sparse = pieces.clone();
+        sparse.record_batch_pieces.insert(1, Bytes::new());
+        sparse.record_batch_pieces.push(Bytes::new());
+        let expected = offsets(&FetchedBatch::from_response(pieces, 1, all, "a").unwrap());
+        assert_eq!(expected, (1..8).collect::<Vec<_>>());
+        for answer in [joined, crumbs, sparse] {
+            let read = FetchedBatch::from_response(answer, 1, all, "a").unwrap();
+            assert_eq!((offsets(&read), read.next_offset), (expected.clone(), 8));
+        }
+        let empty = v1::FetchResponse {
+            record_batch_pieces: vec![Bytes::new(); 3],
+            next_offset: 4,
+            ..v1::FetchResponse::default()
+        };
+        let read = FetchedBatch::from_response(empty, 4, all, "a").unwrap();
+        assert!(read.records.is_empty());
+        assert_eq!(read.next_offset, 4);
+    }
+
+    #[test]
     fn a_damaged_batch_is_an_error_not_data() {
         let mut damaged = response(8);
-        let mut bytes = damaged.record_batches.concat();
+        let mut bytes = damaged.record_batch_pieces.concat();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        damaged.record_batches = vec![bytes.into()];
+        damaged.record_batch_pieces = Vec::new();
+        damaged.record_batches = bytes.into();
         let limits = DecodeLimits {
             max_records: 0,
             max_bytes: 0,

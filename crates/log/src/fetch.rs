@@ -97,7 +97,8 @@ pub struct FetchedBatches {
     pub log_start: i64,
 }
 
-/// Stored batches in one buffer, as the native API's `record_batches` answer carries them.
+/// Stored batches in pieces, as the native API's `record_batch_pieces` answer carries them
+/// (its `record_batches` joins them).
 #[derive(Debug, Clone, Default)]
 pub struct FetchedBytes {
     /// Whole RecordBatch v2 batches back to back, in pieces (a batch may span two); the
@@ -105,7 +106,7 @@ pub struct FetchedBytes {
     /// cached block is that block's slice; smaller ones are copied (several together), so
     /// the answer never keeps more than twice its size alive.
     pub parts: Vec<Bytes>,
-    /// Records at or after the requested offset in `bytes` (by offset range).
+    /// Records at or after the requested offset in `parts` (by offset range).
     pub record_count: u64,
     pub high_watermark: i64,
     pub log_start: i64,
@@ -335,9 +336,9 @@ impl Log {
     }
 
     /// Reads stored batches from `request.offset` as [`Log::fetch`] does and returns them as
-    /// one buffer, without decoding a record: whole batches until `max_bytes` (capped at
+    /// pieces of the cached blocks (see [`FetchedBytes::parts`]), without decoding a record: whole batches until `max_bytes` (capped at
     /// [`MAX_FETCH_BYTES`]) or, with `max_records` > 0, until they hold that many records
-    /// from the requested offset on. The chunk checksum was checked on the way in; each batch
+    /// from the requested offset on. The chunk was checked on the way in (see `read_chunk`); each batch
     /// keeps its own CRC32C for the reader.
     pub async fn fetch_bytes(
         &self,
@@ -448,9 +449,11 @@ impl Log {
             return Ok(checked);
         }
         let (first, written) = self.read_chunk_once(entry, &path).await?;
-        // Blocks this agent wrote and never let go of are the bytes the index's CRC was
-        // computed over: checking them again would find nothing (the length still must match).
-        if written && first.len() as u64 == entry.length {
+        // Blocks this agent wrote and never let go of are bytes it built and checksummed
+        // itself, never through a wire or a disk: a CRC pass over them would find no damage.
+        // That they are the chunk the entry names is still checked, on the batch headers
+        // alone; anything off goes through the CRC check below.
+        if written && Self::chunk_is_entry(entry, &first) {
             return Ok(first);
         }
         if Self::chunk_matches(entry, &first) {
@@ -480,6 +483,31 @@ impl Log {
             "the stored records from offset {} failed their checksum (the agent's log names the object)",
             entry.base_offset
         )))
+    }
+
+    /// Whether `chunk` holds exactly the batches `entry` describes: its length, its batch
+    /// count, offsets from `base_offset` to `last_offset` without a gap, and its record count.
+    fn chunk_is_entry(entry: &IndexEntry, chunk: &Pieces) -> bool {
+        if chunk.len() as u64 != entry.length {
+            return false;
+        }
+        let mut expected = entry.base_offset;
+        let mut batches = 0u32;
+        let mut records = 0i64;
+        for span in chunk.batches() {
+            let Ok(span) = span else {
+                return false;
+            };
+            if span.header.base_offset() != expected {
+                return false;
+            }
+            expected = span.header.last_offset() + 1;
+            batches += 1;
+            records += i64::from(span.header.record_count());
+        }
+        batches == entry.batch_count
+            && expected == entry.last_offset + 1
+            && records == entry.record_count
     }
 
     fn chunk_matches(entry: &IndexEntry, chunk: &Pieces) -> bool {
@@ -577,5 +605,80 @@ mod tests {
             .sum();
         assert!(pinned <= 2 * joined.len());
         assert!(answer_parts(Vec::new(), BLOCK).is_empty());
+    }
+
+    /// Batches of `counts` records each, back to back from offset `from`.
+    fn chunk(from: i64, counts: &[usize]) -> Bytes {
+        let mut out = Vec::new();
+        let mut offset = from;
+        for &count in counts {
+            let records: Vec<shale_format::Record> = (0..count)
+                .map(|_| shale_format::Record {
+                    key: None,
+                    value: Some(Bytes::from_static(b"value")),
+                    headers: Vec::new(),
+                    timestamp_ms: 1,
+                })
+                .collect();
+            let options = shale_format::BatchOptions {
+                base_offset: offset,
+                ..shale_format::BatchOptions::default()
+            };
+            out.extend_from_slice(&shale_format::encode_batch(&records, &options).unwrap());
+            offset += count as i64;
+        }
+        out.into()
+    }
+
+    #[test]
+    fn a_written_chunk_must_be_the_one_its_entry_names() {
+        let bytes = chunk(10, &[3, 2]);
+        let entry = IndexEntry {
+            length: bytes.len() as u64,
+            base_offset: 10,
+            last_offset: 14,
+            record_count: 5,
+            batch_count: 2,
+            ..IndexEntry::default()
+        };
+        let cut = bytes.len() / 2;
+        let pieces = Pieces::new([bytes.slice(..cut), bytes.slice(cut..)]);
+        assert!(Log::chunk_is_entry(&entry, &pieces));
+        let wrong = [
+            IndexEntry {
+                base_offset: 9,
+                ..entry.clone()
+            },
+            IndexEntry {
+                last_offset: 15,
+                ..entry.clone()
+            },
+            IndexEntry {
+                record_count: 4,
+                ..entry.clone()
+            },
+            IndexEntry {
+                batch_count: 1,
+                ..entry.clone()
+            },
+            IndexEntry {
+                length: entry.length - 1,
+                ..entry.clone()
+            },
+        ];
+        for entry in &wrong {
+            assert!(!Log::chunk_is_entry(entry, &pieces), "{entry:?}");
+        }
+        // Another partition's chunk of the same length (here: other offsets) is not it.
+        let other = chunk(20, &[3, 2]);
+        assert_eq!(other.len(), bytes.len());
+        assert!(!Log::chunk_is_entry(&entry, &Pieces::new([other])));
+        // Cut short: a batch runs past the end.
+        let short = Pieces::new([bytes.slice(..bytes.len() - 1)]);
+        let entry_short = IndexEntry {
+            length: bytes.len() as u64 - 1,
+            ..entry.clone()
+        };
+        assert!(!Log::chunk_is_entry(&entry_short, &short));
     }
 }

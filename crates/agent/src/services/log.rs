@@ -147,7 +147,7 @@ impl v1::log_service_server::LogService for LogService {
         let span = info_span!("agent.fetch", topic = %request.topic, partition = request.partition, offset = request.offset);
         async {
             let max_records = request.max_records as usize;
-            let batches = request.record_batches;
+            let batches = AnswerForm::of(request.record_batches, request.record_batch_pieces);
             let fetch = fetch_request(
                 request.topic,
                 request.partition,
@@ -182,7 +182,7 @@ impl v1::log_service_server::LogService for LogService {
         let (tx, rx) = mpsc::channel(1);
         let span =
             info_span!("agent.fetch_stream", topic = %request.topic, partition = request.partition);
-        let batches = request.record_batches;
+        let batches = AnswerForm::of(request.record_batches, request.record_batch_pieces);
         // Fail fast on a bad topic or offset, before the stream starts.
         let mut fetch = fetch_request(
             request.topic,
@@ -210,7 +210,9 @@ impl v1::log_service_server::LogService for LogService {
                 let mut next = first;
                 loop {
                     fetch.offset = next.next_offset;
-                    let empty = next.records.is_empty() && next.record_batches.is_empty();
+                    let empty = next.records.is_empty()
+                        && next.record_batches.is_empty()
+                        && next.record_batch_pieces.is_empty();
                     if !empty && tx.send(Ok(next)).await.is_err() {
                         return;
                     }
@@ -305,23 +307,53 @@ fn fetch_request(
     }
 }
 
+/// How a fetch answer carries its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerForm {
+    /// Decoded, one `StoredRecord` each.
+    Records,
+    /// Stored batches, joined into `record_batches` (what SDKs before pieces read).
+    Batches,
+    /// Stored batches as slices of cache blocks, in `record_batch_pieces`.
+    Pieces,
+}
+
+impl AnswerForm {
+    fn of(record_batches: bool, pieces: bool) -> Self {
+        match (record_batches, pieces) {
+            (false, _) => Self::Records,
+            (true, false) => Self::Batches,
+            (true, true) => Self::Pieces,
+        }
+    }
+}
+
 async fn fetch_once(
     log: &Log,
     metrics: &DataMetrics,
     fetch: &FetchRequest,
     max_records: usize,
-    batches: bool,
+    form: AnswerForm,
 ) -> Result<v1::FetchResponse, Status> {
-    if batches {
+    if form != AnswerForm::Records {
         let fetched = log
             .fetch_bytes(fetch, max_records)
             .await
             .map_err(|e| to_status(&e))?;
         metrics.fetched(fetched.record_count, fetched.len() as u64);
+        let (record_batches, record_batch_pieces) = if form == AnswerForm::Pieces {
+            (bytes::Bytes::new(), fetched.parts)
+        } else {
+            (
+                shale_format::Pieces::new(fetched.parts).to_bytes(),
+                Vec::new(),
+            )
+        };
         return Ok(v1::FetchResponse {
             partition: fetch.partition,
             records: Vec::new(),
-            record_batches: fetched.parts,
+            record_batches,
+            record_batch_pieces,
             high_watermark: fetched.high_watermark,
             log_start_offset: fetched.log_start,
             next_offset: fetched.next_offset,
@@ -353,7 +385,8 @@ async fn fetch_once(
     Ok(v1::FetchResponse {
         partition: fetch.partition,
         records,
-        record_batches: Vec::new(),
+        record_batches: bytes::Bytes::new(),
+        record_batch_pieces: Vec::new(),
         high_watermark: fetched.high_watermark,
         log_start_offset: fetched.log_start,
         next_offset: fetched.next_offset,

@@ -198,18 +198,31 @@ impl LogService for MockLog {
             let last = (offset + 2).min(end);
             // Answer in the form asked for: stored batches (what the SDK asks for by
             // default) or records.
-            // Stored batches come in pieces that cut through a batch, as an agent's do.
-            let (records, record_batches) = if request.record_batches {
-                let batch = stored_batch(offset, last);
-                let cut = batch.len() / 3;
-                (Vec::new(), vec![batch.slice(..cut), batch.slice(cut..)])
-            } else {
-                ((offset..last).map(stored).collect(), Vec::new())
-            };
+            // Stored batches come in pieces that cut through a batch, as an agent's do, when
+            // asked for so.
+            let (records, record_batches, record_batch_pieces) =
+                match (request.record_batches, request.record_batch_pieces) {
+                    (true, true) => {
+                        let batch = stored_batch(offset, last);
+                        let cut = batch.len() / 3;
+                        (
+                            Vec::new(),
+                            Bytes::new(),
+                            vec![batch.slice(..cut), batch.slice(cut..)],
+                        )
+                    }
+                    (true, false) => (Vec::new(), stored_batch(offset, last), Vec::new()),
+                    (false, _) => (
+                        (offset..last).map(stored).collect(),
+                        Bytes::new(),
+                        Vec::new(),
+                    ),
+                };
             batches.push(Ok(v1::FetchResponse {
                 partition: request.partition,
                 records,
                 record_batches,
+                record_batch_pieces,
                 high_watermark: end,
                 log_start_offset: 0,
                 next_offset: last,

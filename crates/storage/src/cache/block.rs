@@ -37,8 +37,9 @@ impl BlockKey {
 ///
 /// A block the agent wrote holds the very bytes whose CRC32C the index records, and it
 /// never left memory, so a reader need not check it again; a block from the store or the
-/// disk tier is checked. `written` is not stored on disk: a block read back from there is
-/// never `written`.
+/// disk tier is checked. `written` is not stored on disk: a block decoded from the disk tier
+/// is never `written` (one still in foyer's write queue is the original value, which never
+/// touched the disk).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CachedBlock {
     pub(crate) bytes: Bytes,

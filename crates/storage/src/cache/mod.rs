@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, Hint, HybridCache, HybridCacheBuilder,
     HybridCacheProperties, Location, RecoverMode,
 };
 use futures::FutureExt;
@@ -428,7 +428,7 @@ impl BlockCache {
         if range.is_empty() {
             return Ok(RangeParts {
                 parts: Vec::new(),
-                written: true,
+                written: false,
             });
         }
         let block_size = self.inner.config.block_size;
@@ -574,9 +574,14 @@ impl BlockCache {
                     let block = Bytes::copy_from_slice(
                         &bytes[offset..(offset + block_size as usize).min(bytes.len())],
                     );
-                    inner
-                        .hybrid
-                        .insert(key.clone(), CachedBlock::fetched(block.clone()));
+                    // Low priority: foyer's LRU evicts these first (to the disk tier), so a
+                    // consumer reading history does not push the produced tail, which tailing
+                    // consumers read and which lives in memory only, out of memory.
+                    inner.hybrid.insert_with_properties(
+                        key.clone(),
+                        CachedBlock::fetched(block.clone()),
+                        HybridCacheProperties::default().with_hint(Hint::Low),
+                    );
                     blocks.push(block);
                 }
                 Arc::new(blocks)

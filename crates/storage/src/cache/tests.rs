@@ -425,13 +425,13 @@ async fn written_blocks_reach_the_disk_tier_only_when_asked() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let read = f.cache.get_range_parts(&path, 0..size, size).await.unwrap();
         assert_eq!(read.parts.concat(), bytes);
-        assert!(!read.written, "written_to_disk {written_to_disk}");
         // The memory tier holds 16 of the 40 blocks. foyer's disk writes are best effort (a
         // block evicted while its flusher is busy is dropped), hence the margins.
         let fetched = f.snapshot().cache_fetched_bytes;
         if written_to_disk {
             assert!(fetched <= size / 4, "{fetched} of {size} bytes fetched");
         } else {
+            assert!(!read.written, "evicted blocks came back from the store");
             assert!(
                 fetched >= size / 2,
                 "only {fetched} of {size} bytes fetched"
