@@ -60,6 +60,11 @@ impl Fixture {
         self.cache.get_range(path, 0..size, size).await.unwrap()
     }
 
+    /// `range` of the object at `path`, `size` bytes, as pieces and where they came from.
+    async fn parts(&self, path: &Path, range: std::ops::Range<u64>, size: u64) -> RangeParts {
+        self.cache.get_range_parts(path, range, size).await.unwrap()
+    }
+
     fn snapshot(&self) -> StorageSnapshot {
         self.metrics.snapshot()
     }
@@ -231,50 +236,30 @@ async fn reads_say_whether_every_block_was_written_here() {
         .collect();
     f.cache.insert_blocks(&written_path, blocks);
     let read = f
-        .cache
-        .get_range_parts(&written_path, 5..size as u64 - 5, size as u64)
-        .await
-        .unwrap();
+        .parts(&written_path, 5..size as u64 - 5, size as u64)
+        .await;
     assert!(read.written);
     assert_eq!(read.parts.concat(), bytes[5..size - 5]);
 
     // Fetched from the store, or planted by insert_object: to be checked by the reader.
     let (fetched_path, bytes) = f.object("segments/fetched.seg", size).await;
-    let read = f
-        .cache
-        .get_range_parts(&fetched_path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let read = f.parts(&fetched_path, 0..size as u64, size as u64).await;
     assert!(!read.written);
-    let again = f
-        .cache
-        .get_range_parts(&fetched_path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let again = f.parts(&fetched_path, 0..size as u64, size as u64).await;
     assert!(!again.written, "a fetched block stays one once cached");
     assert_eq!(again.parts.concat(), bytes);
     let (planted_path, bytes) = f.object("segments/planted.seg", size).await;
     f.cache.insert_object(&planted_path, &bytes);
-    let read = f
-        .cache
-        .get_range_parts(&planted_path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let read = f.parts(&planted_path, 0..size as u64, size as u64).await;
     assert!(!read.written);
 
     // One block of a range fetched, the others written: not all written.
     f.cache.evict_range(&written_path, 0..1);
-    let read = f
-        .cache
-        .get_range_parts(&written_path, 0..size as u64, size as u64)
-        .await
-        .unwrap();
+    let read = f.parts(&written_path, 0..size as u64, size as u64).await;
     assert!(!read.written);
     let read = f
-        .cache
-        .get_range_parts(&written_path, BLOCK..size as u64, size as u64)
-        .await
-        .unwrap();
+        .parts(&written_path, BLOCK..size as u64, size as u64)
+        .await;
     assert!(read.written);
 }
 
@@ -423,7 +408,7 @@ async fn written_blocks_reach_the_disk_tier_only_when_asked() {
         f.cache.insert_blocks(&path, blocks);
         // Let foyer's flushers write what was handed to them.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let read = f.cache.get_range_parts(&path, 0..size, size).await.unwrap();
+        let read = f.parts(&path, 0..size, size).await;
         assert_eq!(read.parts.concat(), bytes);
         // The memory tier holds 16 of the 40 blocks. foyer's disk writes are best effort (a
         // block evicted while its flusher is busy is dropped), hence the margins.
