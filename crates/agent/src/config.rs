@@ -61,6 +61,14 @@ pub struct AgentConfig {
     pub lease_ttl: Duration,
     /// Native gRPC API listener.
     pub grpc_addr: SocketAddr,
+    /// `host:port` that clients and other agents dial for this agent's gRPC API, registered
+    /// in the cluster membership (and named in NOT_LEADER answers). Default: the bound
+    /// `grpc_addr`. Set it when the agent listens on 0.0.0.0 or behind NAT, e.g. to the pod's
+    /// DNS name in Kubernetes.
+    pub advertised_grpc_addr: Option<String>,
+    /// The zone (failure domain, e.g. the cloud availability zone) this agent runs in,
+    /// registered with its addresses. 1–64 characters of `[A-Za-z0-9._-]`.
+    pub zone: Option<String>,
     /// HTTP listener for `/metrics`, `/healthz` and `/readyz`.
     pub http_addr: SocketAddr,
     /// Open gRPC connections at most; one more is closed as soon as it is accepted.
@@ -193,6 +201,8 @@ impl Default for AgentConfig {
             upload_concurrency: engine.upload_concurrency,
             lease_ttl: engine.lease_ttl,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            advertised_grpc_addr: None,
+            zone: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
@@ -229,6 +239,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "upload_concurrency",
     "lease_ttl",
     "grpc_addr",
+    "advertised_grpc_addr",
+    "zone",
     "http_addr",
     "max_connections",
     "handshake_timeout",
@@ -289,6 +301,15 @@ pub struct AgentFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<SocketAddr>,
+    /// host:port clients dial for this agent's gRPC API, registered in the cluster (env
+    /// SHALE_ADVERTISED_GRPC_ADDR; default: the bound --grpc-addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_grpc_addr: Option<String>,
+    /// The zone this agent runs in, e.g. us-east-1a (env SHALE_ZONE).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// PEM certificate chain of the gRPC listener, which then serves TLS only (env
     /// SHALE_TLS_CERT_FILE).
     #[arg(long, value_name = "FILE")]
@@ -384,6 +405,22 @@ impl AgentConfig {
                 crate::connections::MAX_CONNECTIONS_LIMIT
             )));
         }
+        if let Some(addr) = &self.advertised_grpc_addr {
+            validate_host_port(addr).map_err(|reason| {
+                AgentError::Config(format!("advertised_grpc_addr {addr:?} {reason}"))
+            })?;
+        }
+        if let Some(zone) = &self.zone {
+            let valid = (1..=64).contains(&zone.len())
+                && zone
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !valid {
+                return Err(AgentError::Config(format!(
+                    "zone {zone:?} must be 1-64 characters of letters, digits, '.', '_' and '-'"
+                )));
+            }
+        }
         if self.handshake_timeout.is_zero() {
             return Err(AgentError::Config(
                 "handshake_timeout must be longer than zero".to_owned(),
@@ -478,8 +515,23 @@ impl AgentConfig {
             backpressure_timeout: self.backpressure_timeout,
             upload_concurrency: self.upload_concurrency,
             lease_ttl: self.lease_ttl,
+            zone: self.zone.clone(),
             ..LogConfig::default()
         }
+    }
+}
+
+/// Checks `host:port`: a host name or IP (IPv6 in brackets) and a port from 1 to 65535.
+fn validate_host_port(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("must be host:port".to_owned());
+    };
+    if host.is_empty() || addr.len() > 255 || addr.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err("must be host:port, with a host name or IP and no scheme or path".to_owned());
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err("must end in a port from 1 to 65535".to_owned()),
     }
 }
 
@@ -615,6 +667,40 @@ mod tests {
                 },
                 "apply only to an etcd:// metadata store",
             ),
+        ];
+        for (config, expected) in cases {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn advertised_addresses_and_zones_are_checked() {
+        let base = AgentConfig {
+            object_store: "memory://".to_owned(),
+            ..AgentConfig::default()
+        };
+        let with = |addr: Option<&str>, zone: Option<&str>| AgentConfig {
+            advertised_grpc_addr: addr.map(str::to_owned),
+            zone: zone.map(str::to_owned),
+            ..base.clone()
+        };
+        for good in [
+            with(Some("shale-0.shale.svc:7070"), Some("us-east-1a")),
+            with(Some("10.0.0.7:7070"), None),
+            with(Some("[::1]:7070"), Some("a.b_c-1")),
+        ] {
+            good.validate().unwrap();
+        }
+        let cases = [
+            (with(Some("shale-0"), None), "must be host:port"),
+            (with(Some(":7070"), None), "with a host name or IP"),
+            (with(Some("http://h:7070"), None), "no scheme or path"),
+            (with(Some("h:0"), None), "a port from 1 to 65535"),
+            (with(Some("h:70000"), None), "a port from 1 to 65535"),
+            (with(None, Some("")), "1-64 characters"),
+            (with(None, Some("zone a")), "1-64 characters"),
+            (with(None, Some(&"z".repeat(65))), "1-64 characters"),
         ];
         for (config, expected) in cases {
             let error = config.validate().unwrap_err().to_string();

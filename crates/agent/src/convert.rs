@@ -7,6 +7,7 @@ use shale_log::{
     LogError, PartitionAck, PartitionDescription, ProduceRecords, ProducerIdentity,
     TopicDescription,
 };
+use shale_meta::AgentRecord;
 use shale_proto::v1;
 
 /// A native produce request in one of its two forms.
@@ -157,6 +158,18 @@ pub(crate) fn topic_info(topic: TopicDescription) -> v1::TopicInfo {
         partitions: topic.partitions,
         configs: topic.configs.into_iter().collect(),
         created_at_ms: topic.created_at_ms,
+    }
+}
+
+/// A live agent on the wire.
+pub(crate) fn agent_info(agent: AgentRecord) -> v1::AgentInfo {
+    v1::AgentInfo {
+        agent_id: agent.agent_id,
+        grpc_addr: agent.grpc_addr,
+        http_addr: agent.http_addr,
+        zone: agent.zone.unwrap_or_default(),
+        version: agent.version,
+        started_at_ms: agent.started_at_ms,
     }
 }
 

@@ -131,7 +131,10 @@ impl RunningAgent {
                 rng,
                 metrics: log_metrics,
                 addresses: AgentAddresses {
-                    grpc: grpc_addr.to_string(),
+                    grpc: config
+                        .advertised_grpc_addr
+                        .clone()
+                        .unwrap_or_else(|| grpc_addr.to_string()),
                     http: http_addr.to_string(),
                     kafka: None,
                 },

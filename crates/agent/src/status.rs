@@ -1,11 +1,13 @@
 //! The one mapping from engine errors to gRPC statuses. It is exhaustive on purpose: a new
 //! [`LogError`] variant does not compile until someone decides its status here.
 
-use shale_log::LogError;
+use shale_log::{Log, LogError};
 use tonic::{Code, Status};
 
 /// Metadata key carrying the current leader's agent id on NOT_LEADER answers.
 pub const LEADER_HINT_METADATA: &str = "shale-leader";
+/// Metadata key carrying the current leader's advertised gRPC address on NOT_LEADER answers.
+pub const LEADER_ADDR_METADATA: &str = "shale-leader-addr";
 /// Metadata key carrying a partition's actual next offset on a failed conditional append.
 pub const NEXT_OFFSET_METADATA: &str = "shale-next-offset";
 /// Metadata key set to `unknown` when a produce may or may not have been applied.
@@ -39,6 +41,30 @@ pub fn code_for(error: &LogError) -> Code {
         LogError::CorruptData(_) => Code::DataLoss,
         LogError::Internal(_) => Code::Internal,
     }
+}
+
+/// The leader an error names and its advertised gRPC address, if the error is NOT_LEADER with
+/// a known leader (the address when the view has its registration).
+pub fn leader_hint(log: &Log, error: &LogError) -> Option<(String, Option<String>)> {
+    match error {
+        LogError::NotLeader {
+            leader: Some(leader),
+            ..
+        } => Some((leader.clone(), log.agent_grpc_addr(leader))),
+        _ => None,
+    }
+}
+
+/// [`to_status`] with the leader's address added to a NOT_LEADER answer, so a client that
+/// knows only this agent can go to the leader.
+pub fn to_status_in(log: &Log, error: &LogError) -> Status {
+    let mut status = to_status(error);
+    if let Some((_, Some(addr))) = leader_hint(log, error)
+        && let Ok(value) = addr.parse()
+    {
+        status.metadata_mut().insert(LEADER_ADDR_METADATA, value);
+    }
+    status
 }
 
 /// The status for an engine error, with machine-readable hints in metadata.

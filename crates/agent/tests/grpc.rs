@@ -22,8 +22,8 @@ struct Fixture {
     agent: Option<RunningAgent>,
     channel: Channel,
     dir: tempfile::TempDir,
-    _etcd: Option<shale_testkit::Etcd>,
-    _s3: Option<shale_testkit::S3Server>,
+    etcd: Option<shale_testkit::Etcd>,
+    s3: Option<shale_testkit::S3Server>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -85,8 +85,8 @@ impl Fixture {
             agent: Some(agent),
             channel,
             dir,
-            _etcd: etcd,
-            _s3: s3,
+            etcd,
+            s3,
         }
     }
 
@@ -1299,5 +1299,137 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
     );
     assert_eq!(read.records[1].timestamp_ms, 42);
     assert_eq!(read.next_offset, 6);
+    f.shutdown().await;
+}
+
+/// Two agents on one etcd and bucket: either describes the cluster (both agents, with their
+/// advertised addresses and zones, and every partition's leader), and a produce to the agent
+/// that does not lead a partition names the leader's id and advertised address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
+    let f = Fixture::start_with(Backends::EtcdS3, |config| {
+        config.advertised_grpc_addr = Some("agent-a.example:7070".to_owned());
+        config.zone = Some("zone-a".to_owned());
+    })
+    .await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = RunningAgent::start(AgentConfig {
+        agent_id: "grpc-test-b".to_owned(),
+        metadata: format!("etcd://{}", f.etcd.as_ref().unwrap().host_port()),
+        object_store: f.s3.as_ref().unwrap().store_url("shale-grpc-test", "c1"),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        cache_dir: b_dir.path().join("cache"),
+        cache_size: bytesize::ByteSize::mib(64),
+        cache_memory: bytesize::ByteSize::mib(16),
+        flush_interval: Duration::from_millis(20),
+        zone: Some("zone-b".to_owned()),
+        ..AgentConfig::default()
+    })
+    .await
+    .unwrap();
+    let b_addr = b.grpc_addr().to_string();
+    f.admin()
+        .create_topic(v1::CreateTopicRequest {
+            name: "split".to_owned(),
+            partitions: 8,
+            configs: HashMap::new(),
+        })
+        .await
+        .unwrap();
+    // Wait until every partition has a leader and both agents lead some.
+    let mut cluster = v1::DescribeClusterResponse::default();
+    for _ in 0..400 {
+        cluster = f
+            .admin()
+            .describe_cluster(v1::DescribeClusterRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let leaders: Vec<&str> = cluster
+            .topics
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().map(|p| p.leader.as_str()))
+            .collect();
+        if cluster.agents.len() == 2
+            && leaders.len() == 8
+            && leaders.contains(&"grpc-test")
+            && leaders.contains(&"grpc-test-b")
+            && (0..8).all(|p| f.agent().log().leads("split", p) || b.log().leads("split", p))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(cluster.answered_by, "grpc-test");
+    let agents: Vec<(&str, &str, &str)> = cluster
+        .agents
+        .iter()
+        .map(|a| (a.agent_id.as_str(), a.grpc_addr.as_str(), a.zone.as_str()))
+        .collect();
+    assert_eq!(
+        agents,
+        [
+            ("grpc-test", "agent-a.example:7070", "zone-a"),
+            ("grpc-test-b", b_addr.as_str(), "zone-b"),
+        ]
+    );
+    let topic = &cluster.topics[0];
+    assert_eq!(topic.topic.as_ref().unwrap().name, "split");
+    let led_by = |agent: &str| {
+        topic
+            .partitions
+            .iter()
+            .find(|p| p.leader == agent && p.leader_epoch > 0)
+            .unwrap_or_else(|| panic!("{agent} leads no partition: {topic:?}"))
+            .partition
+    };
+    let (on_a, on_b) = (led_by("grpc-test"), led_by("grpc-test-b"));
+
+    // A produce to the other agent names the leader and where to dial it, in the unary
+    // status and in a stream's error.
+    let b_channel = Channel::from_shared(format!("http://{b_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let cases = [
+        (f.log(), on_b, "grpc-test-b", b_addr.as_str()),
+        (
+            LogServiceClient::new(b_channel),
+            on_a,
+            "grpc-test",
+            "agent-a.example:7070",
+        ),
+    ];
+    for (mut client, partition, leader, addr) in cases {
+        let status = client
+            .produce(produce("split", partition, &["x"]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let metadata = status.metadata();
+        assert_eq!(metadata.get("shale-leader").unwrap(), leader);
+        assert_eq!(metadata.get("shale-leader-addr").unwrap(), addr);
+        let request = v1::ProduceStreamRequest {
+            request_id: 7,
+            request: Some(produce("split", partition, &["x"])),
+        };
+        let mut responses = client
+            .produce_stream(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(v1::produce_stream_response::Result::Error(error)) = response.result else {
+            panic!("expected an error: {response:?}");
+        };
+        assert_eq!(error.code, Code::Unavailable as i32);
+        assert_eq!(
+            (error.leader.as_str(), error.leader_addr.as_str()),
+            (leader, addr)
+        );
+    }
+    b.shutdown().await;
     f.shutdown().await;
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shale_common::TopicId;
-use shale_meta::{Compare, KeyRange, Record as _, TopicRecord, Txn, TxnOp};
+use shale_meta::{AgentRecord, Compare, KeyRange, Record as _, TopicRecord, Txn, TxnOp};
 
 use crate::topics::{effective_configs, parse_topic_config, validate_topic_name};
 use crate::{Log, LogError};
@@ -28,6 +28,15 @@ pub struct PartitionDescription {
     pub leader_epoch: u64,
     pub log_start: i64,
     pub high_watermark: i64,
+}
+
+/// The cluster as this agent's view sees it: the live agents, and every partition's leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Live agents (registered under a lease), by id.
+    pub agents: Vec<AgentRecord>,
+    /// Every topic, by name, with each partition's leader (`None` while none is elected).
+    pub topics: Vec<(TopicDescription, Vec<PartitionDescription>)>,
 }
 
 impl From<&TopicRecord> for TopicDescription {
@@ -143,13 +152,48 @@ impl Log {
             .collect()
     }
 
+    /// The live agents and every partition's leader, from this agent's view (which may lag
+    /// the metadata store by a watch event or two).
+    pub fn describe_cluster(&self) -> ClusterDescription {
+        let mut agents = self.inner.view.agents();
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        let mut topics = self.inner.view.topics();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let topics = topics
+            .iter()
+            .map(|topic| {
+                (
+                    TopicDescription::from(topic.as_ref()),
+                    self.partitions_of(topic),
+                )
+            })
+            .collect();
+        ClusterDescription { agents, topics }
+    }
+
+    /// The gRPC address a live agent advertises, from this agent's view.
+    pub fn agent_grpc_addr(&self, agent_id: &str) -> Option<String> {
+        self.inner
+            .view
+            .agents()
+            .into_iter()
+            .find(|agent| agent.agent_id == agent_id)
+            .map(|agent| agent.grpc_addr)
+            .filter(|addr| !addr.is_empty())
+    }
+
     /// One topic and the state of each of its partitions.
     pub fn describe_topic(
         &self,
         name: &str,
     ) -> Result<(TopicDescription, Vec<PartitionDescription>), LogError> {
         let topic = self.topic(name)?;
-        let partitions = (0..topic.partitions)
+        let partitions = self.partitions_of(&topic);
+        Ok((TopicDescription::from(topic.as_ref()), partitions))
+    }
+
+    fn partitions_of(&self, topic: &TopicRecord) -> Vec<PartitionDescription> {
+        (0..topic.partitions)
             .map(|partition| {
                 self.inner
                     .view
@@ -161,8 +205,7 @@ impl Log {
                         high_watermark: view.high_watermark,
                     })
             })
-            .collect();
-        Ok((TopicDescription::from(topic.as_ref()), partitions))
+            .collect()
     }
 
     /// A topic by name, or `UnknownTopic`.

@@ -20,6 +20,9 @@ pub struct LogConfig {
     /// so a restarted process can prove a leftover registration is its own. `None`: a
     /// leftover registration is waited out.
     pub lease_file: Option<std::path::PathBuf>,
+    /// The zone (failure domain, e.g. an availability zone) this agent runs in, registered
+    /// with its addresses so clients can read from an agent in their own zone.
+    pub zone: Option<String>,
     /// Seal the open segment this long after its first append. Each sealed segment is one
     /// object-store PUT, so this bounds PUTs per agent: 250 ms is 4 PUTs/s, about $52/month of
     /// S3 standard PUT requests per agent, whatever the number of partitions.
@@ -59,6 +62,7 @@ impl Default for LogConfig {
         Self {
             agent_id: default_agent_id(),
             lease_file: None,
+            zone: None,
             flush_interval: Duration::from_millis(250),
             flush_bytes: ByteSize::mib(8),
             max_buffered_bytes: ByteSize::mib(128),

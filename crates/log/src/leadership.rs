@@ -41,6 +41,7 @@ pub struct AgentAddresses {
 pub(crate) struct LeadershipDeps {
     pub agent_id: String,
     pub addresses: AgentAddresses,
+    pub zone: Option<String>,
     pub meta: Arc<dyn MetaStore>,
     pub keys: Keys,
     pub view: Arc<ClusterView>,
@@ -167,6 +168,7 @@ async fn register(deps: &LeadershipDeps) -> Result<LeaseId, LogError> {
         kafka_addr: deps.addresses.kafka.clone(),
         started_at_ms: deps.clock.now_ms(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        zone: deps.zone.clone(),
     };
     for _ in 0..2 {
         let response = deps

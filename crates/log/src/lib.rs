@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use admin::{PartitionDescription, TopicDescription};
+pub use admin::{ClusterDescription, PartitionDescription, TopicDescription};
 pub use config::{LogConfig, default_agent_id};
 pub use error::LogError;
 pub use fetch::{
@@ -209,6 +209,7 @@ impl Log {
         let leadership_deps = LeadershipDeps {
             agent_id: config.agent_id.clone(),
             addresses: deps.addresses.clone(),
+            zone: config.zone.clone(),
             meta: Arc::clone(&deps.meta),
             keys: deps.keys.clone(),
             view: Arc::clone(&view),

@@ -94,4 +94,31 @@ impl v1::admin_service_server::AdminService for AdminService {
                 .collect(),
         }))
     }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<v1::DescribeClusterRequest>,
+    ) -> Result<Response<v1::DescribeClusterResponse>, Status> {
+        let _span = info_span!("agent.describe_cluster").entered();
+        let cluster = self.log.describe_cluster();
+        Ok(Response::new(v1::DescribeClusterResponse {
+            agents: cluster
+                .agents
+                .into_iter()
+                .map(convert::agent_info)
+                .collect(),
+            topics: cluster
+                .topics
+                .into_iter()
+                .map(|(topic, partitions)| v1::DescribeTopicResponse {
+                    topic: Some(convert::topic_info(topic)),
+                    partitions: partitions
+                        .into_iter()
+                        .map(convert::partition_info)
+                        .collect(),
+                })
+                .collect(),
+            answered_by: self.log.config().agent_id.clone(),
+        }))
+    }
 }

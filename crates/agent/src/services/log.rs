@@ -16,7 +16,7 @@ use tracing::{Instrument, info_span};
 use crate::budget::RequestBudget;
 use crate::convert;
 use crate::metrics::{DataMetrics, record_bytes};
-use crate::status::{code_for, to_status};
+use crate::status::{code_for, leader_hint, to_status, to_status_in};
 
 /// Requests of one produce stream appended but not yet acknowledged.
 const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
@@ -72,10 +72,13 @@ impl v1::log_service_server::LogService for LogService {
             let request = convert::produce_request(request).map_err(|e| to_status(&e))?;
             let ticket = append(&self.log, request)
                 .await
-                .map_err(|e| to_status(&e))?;
+                .map_err(|e| to_status_in(&self.log, &e))?;
             // Appended: the writer's buffer counts these bytes from here on.
             drop(admitted);
-            let acks = ticket.wait().await.map_err(|e| to_status(&e))?;
+            let acks = ticket
+                .wait()
+                .await
+                .map_err(|e| to_status_in(&self.log, &e))?;
             self.metrics.produced(acked_records(&acks, records), bytes);
             Ok(Response::new(convert::produce_response(acks)))
         }
@@ -453,15 +456,23 @@ async fn start_produce(
     message: v1::ProduceStreamRequest,
 ) -> futures::future::BoxFuture<'static, v1::ProduceStreamResponse> {
     let request_id = message.request_id;
-    let error = move |error: shale_log::LogError| v1::ProduceStreamResponse {
-        request_id,
-        result: Some(v1::produce_stream_response::Result::Error(
-            v1::ProduceError {
-                code: code_for(&error) as i32,
-                message: error.to_string(),
-                outcome_unknown: matches!(error, shale_log::LogError::OutcomeUnknown(_)),
-            },
-        )),
+    let hints = log.clone();
+    let error = move |error: shale_log::LogError| {
+        let (leader, leader_addr) = leader_hint(&hints, &error)
+            .map(|(leader, addr)| (leader, addr.unwrap_or_default()))
+            .unwrap_or_default();
+        v1::ProduceStreamResponse {
+            request_id,
+            result: Some(v1::produce_stream_response::Result::Error(
+                v1::ProduceError {
+                    code: code_for(&error) as i32,
+                    message: error.to_string(),
+                    outcome_unknown: matches!(error, shale_log::LogError::OutcomeUnknown(_)),
+                    leader,
+                    leader_addr,
+                },
+            )),
+        }
     };
     let Some(request) = message.request else {
         let response = error(shale_log::LogError::InvalidRequest(

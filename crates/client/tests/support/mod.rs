@@ -149,6 +149,7 @@ impl LogService for MockLog {
                         code: tonic::Code::NotFound as i32,
                         message: "topic \"missing\" does not exist".into(),
                         outcome_unknown: false,
+                        ..v1::ProduceError::default()
                     })
                 } else {
                     let count = request.records.len() as i64;

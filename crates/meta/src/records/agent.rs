@@ -19,4 +19,6 @@ pub struct AgentRecord {
     pub started_at_ms: i64,
     /// The agent's software version.
     pub version: String,
+    /// The zone (failure domain, e.g. an availability zone) the agent runs in, if set.
+    pub zone: Option<String>,
 }

@@ -135,6 +135,7 @@ mod tests {
                 kafka_addr: numbers.3.map(|_| text.clone()),
                 started_at_ms: numbers.1,
                 version: "0.1.0".into(),
+                zone: numbers.4.map(|_| text.clone()),
             });
             round_trip(&TopicRecord {
                 id: TopicId(id),
