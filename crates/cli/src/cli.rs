@@ -53,6 +53,8 @@ pub(crate) enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// List the live agents (addresses, zones) and how many partitions each leads.
+    Cluster(crate::cmd::cluster::ClusterArgs),
     /// Append stdin to a topic, one record per line.
     Produce(ProduceArgs),
     /// Print the records of a topic.

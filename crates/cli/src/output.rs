@@ -4,6 +4,7 @@
 //! and otherwise appear base64-encoded (standard alphabet, padded) under the same name with a
 //! `_base64` suffix (`value_base64`); a missing (null) key or value is JSON `null`.
 
+use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
@@ -85,6 +86,60 @@ pub(crate) fn description_json(description: &TopicDescription) -> Value {
     json!({
         "topic": topic_json(&description.topic),
         "partitions": description.partitions.iter().map(partition_json).collect::<Vec<_>>(),
+    })
+}
+
+/// `shale cluster` for people: one row per live agent, then partitions without a leader.
+pub(crate) fn cluster_text(cluster: &shale_client::ClusterDescription) -> String {
+    let leaders = crate::cmd::cluster::leaders_count(cluster);
+    let rows: Vec<Vec<String>> = cluster
+        .agents
+        .iter()
+        .map(|agent| {
+            vec![
+                agent.agent_id.clone(),
+                agent.grpc_addr.clone(),
+                agent.zone.clone().unwrap_or_else(|| "-".to_owned()),
+                agent.version.clone(),
+                leaders
+                    .get(&Some(agent.agent_id.as_str()))
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["AGENT", "GRPC ADDRESS", "ZONE", "VERSION", "LEADS"],
+        &rows,
+    );
+    if let Some(unled) = leaders.get(&None) {
+        let _ = writeln!(out, "{unled} partitions have no leader yet");
+    }
+    let _ = writeln!(out, "(as seen by {})", cluster.answered_by);
+    out
+}
+
+/// `shale cluster --format json`: agents, and every partition's leader and epoch.
+pub(crate) fn cluster_json(cluster: &shale_client::ClusterDescription) -> Value {
+    json!({
+        "answered_by": cluster.answered_by,
+        "agents": cluster.agents.iter().map(|agent| json!({
+            "agent_id": agent.agent_id,
+            "grpc_addr": agent.grpc_addr,
+            "http_addr": agent.http_addr,
+            "zone": agent.zone,
+            "version": agent.version,
+            "started_at_ms": agent.started_at_ms,
+        })).collect::<Vec<_>>(),
+        "topics": cluster.topics.iter().map(|topic| json!({
+            "name": topic.topic.name,
+            "partitions": topic.partitions.iter().map(|p| json!({
+                "partition": p.partition,
+                "leader": p.leader,
+                "leader_epoch": p.leader_epoch,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -30,6 +30,7 @@ fn an_unreachable_agent_is_one_clear_line() {
     for command in [
         &["topic", "list"][..],
         &["topic", "describe", "t"],
+        &["cluster"],
         &["consume", "t"],
         &["bench", "produce", "--records", "1"],
     ] {
@@ -109,7 +110,7 @@ fn help_lists_every_command() {
     let output = shale(&["--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["topic", "produce", "consume", "bench"] {
+    for command in ["topic", "cluster", "produce", "consume", "bench"] {
         assert!(help.contains(command), "{help}");
     }
 }

@@ -91,6 +91,34 @@ fn topics_are_created_listed_described_and_deleted() {
     let description: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(description["partitions"][1]["high_watermark"], 2);
 
+    // The one agent, leading (at least) the two partitions of orders, which took records.
+    let (out, _) = ok(&agent.shale(&["cluster"], ""));
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["AGENT", "GRPC", "ADDRESS", "ZONE", "VERSION", "LEADS"],
+        "{out}"
+    );
+    assert_eq!(
+        rows[1][..3],
+        ["dev", agent.addr.trim_start_matches("http://"), "-"],
+        "{out}"
+    );
+    assert!(rows[1][4].parse::<u32>().unwrap() >= 2, "{out}");
+    assert_eq!(
+        rows.last().unwrap(),
+        &["(as", "seen", "by", "dev)"],
+        "{out}"
+    );
+    let (out, _) = ok(&agent.shale(&["cluster", "--format", "json"], ""));
+    let cluster: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cluster["agents"][0]["agent_id"], "dev");
+    assert_eq!(cluster["topics"][1]["name"], "orders");
+    assert_eq!(cluster["topics"][1]["partitions"][1]["leader"], "dev");
+
     let error = failed(&agent.shale(&["topic", "create", "orders"], ""));
     assert_eq!(error, "error: topic \"orders\" already exists\n");
     ok(&agent.shale(&["topic", "create", "orders", "--if-not-exists"], ""));

@@ -208,6 +208,39 @@ impl Client {
             .await
             .map_err(|status| self.status(&status))?
             .into_inner();
+        self.topic_description(response)
+    }
+
+    /// The live agents (with the addresses they advertise and their zones) and every
+    /// partition's leader, as the agent's view sees them.
+    pub async fn describe_cluster(&self) -> Result<crate::ClusterDescription, ClientError> {
+        let response = self
+            .admin
+            .clone()
+            .describe_cluster(v1::DescribeClusterRequest {})
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        let mut agents: Vec<crate::AgentInfo> =
+            response.agents.into_iter().map(Into::into).collect();
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        let mut topics = response
+            .topics
+            .into_iter()
+            .map(|topic| self.topic_description(topic))
+            .collect::<Result<Vec<_>, _>>()?;
+        topics.sort_by(|a, b| a.topic.name.cmp(&b.topic.name));
+        Ok(crate::ClusterDescription {
+            agents,
+            topics,
+            answered_by: response.answered_by,
+        })
+    }
+
+    fn topic_description(
+        &self,
+        response: v1::DescribeTopicResponse,
+    ) -> Result<TopicDescription, ClientError> {
         let topic = response
             .topic
             .ok_or_else(|| self.protocol("describe topic answered without the topic"))?;

@@ -52,4 +52,4 @@ pub use record::{Header, Record, StoredRecord};
 pub use tls::ClientTls;
 /// The gRPC status code of a [`ClientError`].
 pub use tonic::Code;
-pub use topic::{PartitionInfo, TopicDescription, TopicInfo};
+pub use topic::{AgentInfo, ClusterDescription, PartitionInfo, TopicDescription, TopicInfo};

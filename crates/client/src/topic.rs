@@ -60,6 +60,44 @@ pub struct TopicDescription {
     pub partitions: Vec<PartitionInfo>,
 }
 
+/// A live agent, as `DescribeCluster` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub agent_id: String,
+    /// `host:port` to dial for its gRPC API (its advertised address).
+    pub grpc_addr: String,
+    /// `host:port` of its HTTP listener (metrics, health).
+    pub http_addr: String,
+    /// Its zone; `None` when not set.
+    pub zone: Option<String>,
+    pub version: String,
+    pub started_at_ms: i64,
+}
+
+impl From<v1::AgentInfo> for AgentInfo {
+    fn from(agent: v1::AgentInfo) -> Self {
+        Self {
+            agent_id: agent.agent_id,
+            grpc_addr: agent.grpc_addr,
+            http_addr: agent.http_addr,
+            zone: (!agent.zone.is_empty()).then_some(agent.zone),
+            version: agent.version,
+            started_at_ms: agent.started_at_ms,
+        }
+    }
+}
+
+/// The live agents and every partition's leader, as one agent's view sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Live agents, sorted by id.
+    pub agents: Vec<AgentInfo>,
+    /// Every topic, sorted by name, with its partitions sorted by number.
+    pub topics: Vec<TopicDescription>,
+    /// The agent that answered.
+    pub answered_by: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 pub(crate) mod agent;
+pub(crate) mod cluster;
 pub(crate) mod consume;
 pub(crate) mod produce;
 pub(crate) mod topic;
@@ -17,6 +18,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(args) => agent::run(args).await,
         Command::Dev(args) => agent::dev(args).await,
         Command::Topic(command) => topic::run(&Target::new(&cli.global)?, command).await,
+        Command::Cluster(args) => cluster::run(&Target::new(&cli.global)?, args).await,
         Command::Produce(args) => produce::run(&Target::new(&cli.global)?, args).await,
         Command::Consume(args) => consume::run(&Target::new(&cli.global)?, args).await,
         Command::Bench(command) => crate::bench::run(&Target::new(&cli.global)?, command).await,
