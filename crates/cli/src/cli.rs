@@ -30,7 +30,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// Address of the agent's gRPC API (https://host:port for TLS).
+    /// Address of the agent's gRPC API (https://host:port for TLS); a comma-separated list
+    /// of a cluster's agents is tried in order until one answers.
     #[arg(long, global = true, env = "SHALE_ADDR", default_value = DEFAULT_ADDR)]
     pub(crate) addr: String,
     /// PEM CA certificate(s) to trust for an https:// address, besides the system's roots.

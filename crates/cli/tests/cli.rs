@@ -47,6 +47,22 @@ fn an_unreachable_agent_is_one_clear_line() {
     }
 }
 
+/// Several addresses, none answering: one line, naming the last one tried; a malformed one
+/// among them fails before any is dialled.
+#[test]
+fn a_list_of_unreachable_agents_is_one_clear_line() {
+    let (first, last) = (closed_addr(), closed_addr());
+    let output = shale(&["topic", "list", "--addr", &format!("{first}, {last}")]);
+    assert!(!output.status.success());
+    assert_eq!(
+        stderr(&output),
+        format!("error: cannot reach shale agent at {last}: connection refused\n")
+    );
+    let output = shale(&["topic", "list", "--addr", &format!("{first},ftp://x")]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("ftp://x"), "{}", stderr(&output));
+}
+
 #[test]
 fn the_address_comes_from_shale_addr() {
     let addr = closed_addr();

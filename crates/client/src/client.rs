@@ -101,6 +101,32 @@ impl Client {
         Ok(Self::from_channel(channel, &shown))
     }
 
+    /// Connects to the first of `addrs` that answers, trying them in order: the agents of a
+    /// cluster, any one of which serves every call. A bad address fails at once, before any
+    /// is dialled; when none answers, the error is the last address's. An empty list is an
+    /// invalid address.
+    pub async fn connect_any<'a>(
+        addrs: impl IntoIterator<Item = &'a str>,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let addrs: Vec<&str> = addrs.into_iter().collect();
+        for addr in &addrs {
+            parse_address(addr)?;
+        }
+        let mut last = ClientError::InvalidAddress {
+            addr: String::new(),
+            reason: "no address given".to_owned(),
+        };
+        for addr in addrs {
+            match Self::connect_with(addr, options.clone()).await {
+                Ok(client) => return Ok(client),
+                Err(error @ ClientError::Unreachable { .. }) => last = error,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last)
+    }
+
     /// Wraps an existing channel (for custom transports); `addr` is only used in messages.
     pub fn from_channel(channel: Channel, addr: &str) -> Self {
         Self {

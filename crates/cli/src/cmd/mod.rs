@@ -50,9 +50,15 @@ impl Target {
     }
 }
 
-/// Connects, with the SDK's one-line message on failure.
+/// Connects to the first address of `--addr` that answers, with the SDK's one-line message
+/// on failure.
 pub(crate) async fn connect(target: &Target) -> Result<Client> {
-    Ok(Client::connect_with(&target.addr, target.options.clone()).await?)
+    let addrs = target
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|addr| !addr.is_empty());
+    Ok(Client::connect_any(addrs, target.options.clone()).await?)
 }
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM, so commands can finish cleanly either way.
