@@ -7,10 +7,12 @@ use std::borrow::Cow;
 use std::error::Error as _;
 use std::io;
 
+use shale_proto::v1;
 use tonic::{Code, Status};
 
 /// Metadata key the agent sets on NOT_LEADER answers: the current leader's agent id.
 const LEADER_HINT_METADATA: &str = "shale-leader";
+const LEADER_ADDR_METADATA: &str = "shale-leader-addr";
 /// Metadata key the agent sets on a failed conditional append: the partition's next offset.
 const NEXT_OFFSET_METADATA: &str = "shale-next-offset";
 /// Metadata key the agent sets to `unknown` when a produce may or may not have been written.
@@ -36,6 +38,8 @@ pub enum ClientError {
         message: String,
         /// The current leader's agent id, when the agent was not the partition's leader.
         leader: Option<String>,
+        /// The gRPC address the current leader advertises, when known.
+        leader_addr: Option<String>,
         /// The partition's actual next offset, when a conditional append failed.
         next_offset: Option<i64>,
         /// The agent said the produce may or may not have been written.
@@ -166,6 +170,15 @@ impl ClientError {
         }
     }
 
+    /// The gRPC address the current leader advertises (`host:port`), when the agent said it
+    /// does not lead the partition and knew where the leader is.
+    pub fn leader_addr(&self) -> Option<&str> {
+        match self {
+            Self::Status { leader_addr, .. } => leader_addr.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The partition's actual next offset, when a conditional append failed.
     pub fn next_offset(&self) -> Option<i64> {
         match self {
@@ -216,6 +229,10 @@ impl ClientError {
             .get(NEXT_OFFSET_METADATA)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok());
+        let leader_addr = metadata
+            .get(LEADER_ADDR_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let outcome_unknown = metadata
             .get(OUTCOME_METADATA)
             .is_some_and(|value| value.as_bytes() == b"unknown");
@@ -223,20 +240,23 @@ impl ClientError {
             code: status.code(),
             message: status_message(status.code(), status.message().to_owned()),
             leader,
+            leader_addr,
             next_offset,
             outcome_unknown,
         }
     }
 
-    /// A per-request failure reported inside a produce stream (a google.rpc.Code number).
-    pub(crate) fn from_produce_error(code: i32, message: String, outcome_unknown: bool) -> Self {
-        let code = Code::from_i32(code);
+    /// A per-request failure reported inside a produce stream.
+    pub(crate) fn from_produce_error(error: v1::ProduceError) -> Self {
+        let code = Code::from_i32(error.code);
+        let given = |text: String| (!text.is_empty()).then_some(text);
         Self::Status {
             code,
-            message: status_message(code, message),
-            leader: None,
+            message: status_message(code, error.message),
+            leader: given(error.leader),
+            leader_addr: given(error.leader_addr),
             next_offset: None,
-            outcome_unknown,
+            outcome_unknown: error.outcome_unknown,
         }
     }
 
@@ -417,6 +437,26 @@ mod tests {
         assert!(error.is_retryable());
         assert!(error.has_no_side_effects());
         assert_eq!(error.leader_hint(), Some("agent-2"));
+        assert_eq!(error.leader_addr(), None);
+        status.metadata_mut().insert(
+            LEADER_ADDR_METADATA,
+            MetadataValue::from_static("agent-2.shale:7070"),
+        );
+        let error = ClientError::from_status(&status, ADDR);
+        assert_eq!(error.leader_addr(), Some("agent-2.shale:7070"));
+        // The same hints inside a produce stream.
+        let streamed = ClientError::from_produce_error(v1::ProduceError {
+            code: 14,
+            message: "this agent does not lead t/0".into(),
+            leader: "agent-2".into(),
+            leader_addr: "agent-2.shale:7070".into(),
+            ..v1::ProduceError::default()
+        });
+        assert!(streamed.has_no_side_effects());
+        assert_eq!(
+            (streamed.leader_hint(), streamed.leader_addr()),
+            (Some("agent-2"), Some("agent-2.shale:7070"))
+        );
     }
 
     #[test]
@@ -437,7 +477,12 @@ mod tests {
         assert!(error.outcome_unknown());
         assert!(error.is_retryable());
         assert!(!error.has_no_side_effects());
-        let streamed = ClientError::from_produce_error(14, "may or may not".into(), true);
+        let streamed = ClientError::from_produce_error(v1::ProduceError {
+            code: 14,
+            message: "may or may not".into(),
+            outcome_unknown: true,
+            ..v1::ProduceError::default()
+        });
         assert!(streamed.outcome_unknown());
         assert!(!streamed.has_no_side_effects());
         let plain =
@@ -459,7 +504,11 @@ mod tests {
 
     #[test]
     fn backpressure_is_retryable_and_harmless() {
-        let error = ClientError::from_produce_error(8, "produce buffer is full".into(), false);
+        let error = ClientError::from_produce_error(v1::ProduceError {
+            code: 8,
+            message: "produce buffer is full".into(),
+            ..v1::ProduceError::default()
+        });
         assert_eq!(error.code(), Code::ResourceExhausted);
         assert!(error.is_retryable());
         assert!(error.has_no_side_effects());

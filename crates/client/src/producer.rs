@@ -298,9 +298,9 @@ fn answer_oldest(
     }
     let result = match answer.result {
         Some(v1::produce_stream_response::Result::Response(response)) => Ok(response.into()),
-        Some(v1::produce_stream_response::Result::Error(error)) => Err(
-            ClientError::from_produce_error(error.code, error.message, error.outcome_unknown),
-        ),
+        Some(v1::produce_stream_response::Result::Error(error)) => {
+            Err(ClientError::from_produce_error(error))
+        }
         None => Err(ClientError::Protocol {
             addr: shared.addr.to_string(),
             reason: format!(
