@@ -64,10 +64,13 @@ pub struct AgentConfig {
     /// `host:port` that clients and other agents dial for this agent's gRPC API, registered
     /// in the cluster membership (and named in NOT_LEADER answers). Default: the bound
     /// `grpc_addr`. Set it when the agent listens on 0.0.0.0 or behind NAT, e.g. to the pod's
-    /// DNS name in Kubernetes.
+    /// DNS name in Kubernetes. Empty means unset.
+    #[serde(deserialize_with = "optional_text")]
     pub advertised_grpc_addr: Option<String>,
     /// The zone (failure domain, e.g. the cloud availability zone) this agent runs in,
-    /// registered with its addresses. 1–64 characters of `[A-Za-z0-9._-]`.
+    /// registered with its addresses. 1–64 characters of `[A-Za-z0-9._-]`; empty means
+    /// unset. (A zone of digits alone, e.g. `SHALE_ZONE=1`, is read as text.)
+    #[serde(deserialize_with = "optional_text")]
     pub zone: Option<String>,
     /// HTTP listener for `/metrics`, `/healthz` and `/readyz`.
     pub http_addr: SocketAddr,
@@ -521,16 +524,63 @@ impl AgentConfig {
     }
 }
 
-/// Checks `host:port`: a host name or IP (IPv6 in brackets) and a port from 1 to 65535.
+/// Text from a config layer that may have read it as a number or a bool (figment reads
+/// `SHALE_ZONE=1` as an integer); empty text is unset.
+fn optional_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let text = match Option::<Text>::deserialize(deserializer)? {
+        None => return Ok(None),
+        Some(Text::String(text)) => text,
+        Some(Text::Unsigned(n)) => n.to_string(),
+        Some(Text::Signed(n)) => n.to_string(),
+        Some(Text::Float(n)) => n.to_string(),
+        Some(Text::Bool(b)) => b.to_string(),
+    };
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// Checks `host:port` as clients will dial it: a host name or IPv4 address, or an IPv6
+/// address in brackets, then a port from 1 to 65535; printable ASCII only (it also travels
+/// as gRPC metadata), and no scheme, user, path or query.
 fn validate_host_port(addr: &str) -> Result<(), String> {
     let Some((host, port)) = addr.rsplit_once(':') else {
         return Err("must be host:port".to_owned());
     };
-    if host.is_empty() || addr.len() > 255 || addr.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err("must be host:port, with a host name or IP and no scheme or path".to_owned());
+    if addr.len() > 255 || !addr.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII, at most 255 characters".to_owned());
     }
+    if addr.contains(['/', '@', '?', '#']) {
+        return Err("must be host:port, with no scheme, user, path or query".to_owned());
+    }
+    let host_ok = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    if !host_ok {
+        return Err(
+            "must be host:port, with a host name or IP (an IPv6 address in brackets)".to_owned(),
+        );
+    }
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(()),
+        Ok(port) if digits && port > 0 => Ok(()),
         _ => Err("must end in a port from 1 to 65535".to_owned()),
     }
 }
@@ -580,6 +630,14 @@ mod tests {
             assert_eq!(config.flush_interval, Duration::from_millis(50));
             assert_eq!(config.agent_id, "from-flag");
             assert_eq!(config.grpc_addr, SocketAddr::from(([127, 0, 0, 1], 7070)));
+            assert_eq!(config.zone, None);
+            // A zone of digits is text, and empty is unset (a template's blank field).
+            jail.set_env("SHALE_ZONE", "1");
+            jail.set_env("SHALE_ADVERTISED_GRPC_ADDR", "");
+            let config =
+                AgentConfig::load(Some(std::path::Path::new("shale.toml")), &flags).unwrap();
+            assert_eq!(config.zone.as_deref(), Some("1"));
+            assert_eq!(config.advertised_grpc_addr, None);
             Ok(())
         });
     }
@@ -695,10 +753,16 @@ mod tests {
         let cases = [
             (with(Some("shale-0"), None), "must be host:port"),
             (with(Some(":7070"), None), "with a host name or IP"),
-            (with(Some("http://h:7070"), None), "no scheme or path"),
+            (with(Some("http://h:7070"), None), "no scheme, user, path"),
+            (with(Some("::1:7070"), None), "IPv6 address in brackets"),
+            (with(Some("[nope]:7070"), None), "IPv6 address in brackets"),
+            (with(Some("user@h:7070"), None), "no scheme, user, path"),
+            (with(Some("bücher.example:7070"), None), "printable ASCII"),
+            (with(Some("h\u{1}:7070"), None), "printable ASCII"),
+            (with(Some("h:+7070"), None), "a port from 1 to 65535"),
+            (with(Some("h:"), None), "a port from 1 to 65535"),
             (with(Some("h:0"), None), "a port from 1 to 65535"),
             (with(Some("h:70000"), None), "a port from 1 to 65535"),
-            (with(None, Some("")), "1-64 characters"),
             (with(None, Some("zone a")), "1-64 characters"),
             (with(None, Some(&"z".repeat(65))), "1-64 characters"),
         ];

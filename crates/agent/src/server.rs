@@ -165,6 +165,9 @@ impl RunningAgent {
             crate::http::router(Arc::new(registry), log.clone()),
             shutdown.clone(),
         ));
+        if grpc_addr.ip().is_unspecified() && config.advertised_grpc_addr.is_none() {
+            tracing::warn!(%grpc_addr, "the gRPC listener binds every interface but no advertised_grpc_addr is set: other agents and clients are told to dial {grpc_addr}, which only works on this host; set --advertised-grpc-addr");
+        }
         info!(%grpc_addr, %http_addr, agent_id = %config.agent_id, grpc_tls = config.grpc_tls(), "agent serving");
         Ok(Self {
             grpc_tls: config.grpc_tls(),

@@ -116,6 +116,19 @@ pub(crate) fn cluster_text(cluster: &shale_client::ClusterDescription) -> String
     if let Some(unled) = leaders.get(&None) {
         let _ = writeln!(out, "{unled} partitions have no leader yet");
     }
+    // Led by an agent the view no longer (or not yet) lists: shown, so the totals add up.
+    let listed = |id: &str| cluster.agents.iter().any(|agent| agent.agent_id == id);
+    let elsewhere: usize = leaders
+        .iter()
+        .filter(|(leader, _)| leader.is_some_and(|id| !listed(id)))
+        .map(|(_, count)| count)
+        .sum();
+    if elsewhere > 0 {
+        let _ = writeln!(
+            out,
+            "{elsewhere} partitions are led by agents not in this list (joining or leaving)"
+        );
+    }
     let _ = writeln!(out, "(as seen by {})", cluster.answered_by);
     out
 }

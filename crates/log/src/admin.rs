@@ -175,10 +175,7 @@ impl Log {
     pub fn agent_grpc_addr(&self, agent_id: &str) -> Option<String> {
         self.inner
             .view
-            .agents()
-            .into_iter()
-            .find(|agent| agent.agent_id == agent_id)
-            .map(|agent| agent.grpc_addr)
+            .agent_grpc_addr(agent_id)
             .filter(|addr| !addr.is_empty())
     }
 

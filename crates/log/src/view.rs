@@ -420,6 +420,15 @@ impl ClusterView {
         self.read().agents.values().cloned().collect()
     }
 
+    /// The gRPC address a live agent registered, found by its id without copying the rest.
+    pub(crate) fn agent_grpc_addr(&self, agent_id: &str) -> Option<String> {
+        self.read()
+            .agents
+            .values()
+            .find(|agent| agent.agent_id == agent_id)
+            .map(|agent| agent.grpc_addr.clone())
+    }
+
     /// Runs `f` on a partition's view (an empty one if nothing is known yet).
     pub(crate) fn with_partition<R>(
         &self,
