@@ -26,6 +26,21 @@ struct Fixture {
     s3: Option<shale_testkit::S3Server>,
 }
 
+/// An agent's test settings: free ports, a small cache under `dir`, quick flushes; the
+/// metadata and object stores are the caller's to set.
+fn test_config(agent_id: &str, dir: &std::path::Path) -> AgentConfig {
+    AgentConfig {
+        agent_id: agent_id.to_owned(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        cache_dir: dir.join("cache"),
+        cache_size: bytesize::ByteSize::mib(64),
+        cache_memory: bytesize::ByteSize::mib(16),
+        flush_interval: Duration::from_millis(20),
+        ..AgentConfig::default()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Backends {
     Embedded,
@@ -40,16 +55,7 @@ impl Fixture {
     /// Starts with the test defaults changed by `tweak`.
     async fn start_with(backends: Backends, tweak: impl FnOnce(&mut AgentConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig {
-            agent_id: "grpc-test".to_owned(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            cache_dir: dir.path().join("cache"),
-            cache_size: bytesize::ByteSize::mib(64),
-            cache_memory: bytesize::ByteSize::mib(16),
-            flush_interval: Duration::from_millis(20),
-            ..AgentConfig::default()
-        };
+        let mut config = test_config("grpc-test", dir.path());
         let (etcd, s3) = match backends {
             Backends::Embedded => {
                 let objects = dir.path().join("objects");
@@ -1314,17 +1320,10 @@ async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
     .await;
     let b_dir = tempfile::tempdir().unwrap();
     let b = RunningAgent::start(AgentConfig {
-        agent_id: "grpc-test-b".to_owned(),
         metadata: format!("etcd://{}", f.etcd.as_ref().unwrap().host_port()),
         object_store: f.s3.as_ref().unwrap().store_url("shale-grpc-test", "c1"),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        cache_dir: b_dir.path().join("cache"),
-        cache_size: bytesize::ByteSize::mib(64),
-        cache_memory: bytesize::ByteSize::mib(16),
-        flush_interval: Duration::from_millis(20),
         zone: Some("zone-b".to_owned()),
-        ..AgentConfig::default()
+        ..test_config("grpc-test-b", b_dir.path())
     })
     .await
     .unwrap();

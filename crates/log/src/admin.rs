@@ -155,11 +155,12 @@ impl Log {
     /// The live agents and every partition's leader, from this agent's view (which may lag
     /// the metadata store by a watch event or two).
     pub fn describe_cluster(&self) -> ClusterDescription {
-        let mut agents = self.inner.view.agents();
-        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        let mut topics = self.inner.view.topics();
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
-        let topics = topics
+        // Both come sorted: agents by id (the view's map key), topics by name.
+        let agents = self.inner.view.agents();
+        let topics = self
+            .inner
+            .view
+            .topics()
             .iter()
             .map(|topic| {
                 (

@@ -424,8 +424,7 @@ impl ClusterView {
     pub(crate) fn agent_grpc_addr(&self, agent_id: &str) -> Option<String> {
         self.read()
             .agents
-            .values()
-            .find(|agent| agent.agent_id == agent_id)
+            .get(agent_id)
             .map(|agent| agent.grpc_addr.clone())
     }
 
