@@ -97,6 +97,7 @@ fn produce_records(request: v1::ProduceRequest) -> Result<ProduceRecords, LogErr
             base_sequence: producer.base_sequence,
         }),
         compression,
+        forwarded: false,
     })
 }
 

@@ -7,6 +7,7 @@ mod config;
 mod connections;
 mod convert;
 mod dev;
+mod forward;
 pub mod fuzzing;
 mod http;
 mod metrics;

@@ -66,6 +66,7 @@ impl RunningAgent {
         let grpc_metrics = crate::metrics::GrpcMetrics::new(&mut registry);
         let data_metrics = crate::metrics::DataMetrics::new(&mut registry);
         let connection_metrics = crate::connections::ConnectionMetrics::new(&mut registry);
+        let forward_metrics = crate::forward::ForwardMetrics::new(&mut registry);
         registry.register_collector(Box::new(crate::process::ProcessCollector));
 
         let meta = open_metadata(&config, Arc::clone(&clock), meta_metrics).await?;
@@ -138,6 +139,13 @@ impl RunningAgent {
                     http: http_addr.to_string(),
                     kafka: None,
                 },
+                // Agents talk to each other in plaintext only: with TLS on the listener, a
+                // produce for a partition led elsewhere is answered NOT_LEADER with the
+                // leader's address (clients follow it) instead of being forwarded.
+                forwarder: (!config.grpc_tls()).then(|| {
+                    crate::forward::GrpcForwarder::new(config.agent_id.clone(), forward_metrics)
+                        as Arc<dyn shale_log::Forwarder>
+                }),
             },
             config.engine_config(),
         )

@@ -1,7 +1,7 @@
 //! The one mapping from engine errors to gRPC statuses. It is exhaustive on purpose: a new
 //! [`LogError`] variant does not compile until someone decides its status here.
 
-use shale_log::{Log, LogError};
+use shale_log::{Log, LogError, RemoteFailure};
 use tonic::{Code, Status};
 
 /// Metadata key carrying the current leader's agent id on NOT_LEADER answers.
@@ -40,6 +40,15 @@ pub fn code_for(error: &LogError) -> Code {
         | LogError::ShuttingDown => Code::Unavailable,
         LogError::CorruptData(_) => Code::DataLoss,
         LogError::Internal(_) => Code::Internal,
+        LogError::Remote { failure, .. } => match failure {
+            RemoteFailure::Invalid => Code::InvalidArgument,
+            RemoteFailure::NotFound => Code::NotFound,
+            RemoteFailure::Refused => Code::FailedPrecondition,
+            RemoteFailure::Exhausted => Code::ResourceExhausted,
+            RemoteFailure::Unavailable => Code::Unavailable,
+            RemoteFailure::DataLoss => Code::DataLoss,
+            RemoteFailure::Internal => Code::Internal,
+        },
     }
 }
 
@@ -167,6 +176,14 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (LogError::Busy("slots".into()), Code::ResourceExhausted),
+            (
+                LogError::Remote {
+                    leader: "a".into(),
+                    failure: RemoteFailure::Refused,
+                    message: "out of order sequence".into(),
+                },
+                Code::FailedPrecondition,
+            ),
             (
                 LogError::StorageUnavailable("down".into()),
                 Code::Unavailable,

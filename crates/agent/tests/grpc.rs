@@ -1311,32 +1311,34 @@ async fn record_batches_are_stored_and_served_as_sent(backends: Backends) {
 /// Two agents on one etcd and bucket: either describes the cluster (both agents, with their
 /// advertised addresses and zones, and every partition's leader), and a produce to the agent
 /// that does not lead a partition names the leader's id and advertised address.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
-    let f = Fixture::start_with(Backends::EtcdS3, |config| {
-        config.advertised_grpc_addr = Some("agent-a.example:7070".to_owned());
-        config.zone = Some("zone-a".to_owned());
-    })
-    .await;
-    let b_dir = tempfile::tempdir().unwrap();
-    let b = RunningAgent::start(AgentConfig {
+/// A second agent on the fixture's etcd and bucket.
+async fn second_agent(f: &Fixture, dir: &std::path::Path, zone: Option<&str>) -> RunningAgent {
+    RunningAgent::start(AgentConfig {
         metadata: format!("etcd://{}", f.etcd.as_ref().unwrap().host_port()),
         object_store: f.s3.as_ref().unwrap().store_url("shale-grpc-test", "c1"),
-        zone: Some("zone-b".to_owned()),
-        ..test_config("grpc-test-b", b_dir.path())
+        zone: zone.map(str::to_owned),
+        ..test_config("grpc-test-b", dir)
     })
     .await
-    .unwrap();
-    let b_addr = b.grpc_addr().to_string();
+    .unwrap()
+}
+
+/// Creates a topic and waits until every partition has a leader and both agents lead some;
+/// returns the cluster as the fixture's agent describes it then.
+async fn create_split_topic(
+    f: &Fixture,
+    b: &RunningAgent,
+    name: &str,
+    partitions: u32,
+) -> v1::DescribeClusterResponse {
     f.admin()
         .create_topic(v1::CreateTopicRequest {
-            name: "split".to_owned(),
-            partitions: 8,
+            name: name.to_owned(),
+            partitions,
             configs: HashMap::new(),
         })
         .await
         .unwrap();
-    // Wait until every partition has a leader and both agents lead some.
     let mut cluster = v1::DescribeClusterResponse::default();
     for _ in 0..400 {
         cluster = f
@@ -1348,18 +1350,42 @@ async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
         let leaders: Vec<&str> = cluster
             .topics
             .iter()
+            .filter(|topic| topic.topic.as_ref().is_some_and(|t| t.name == name))
             .flat_map(|topic| topic.partitions.iter().map(|p| p.leader.as_str()))
             .collect();
         if cluster.agents.len() == 2
-            && leaders.len() == 8
+            && leaders.len() == partitions as usize
             && leaders.contains(&"grpc-test")
             && leaders.contains(&"grpc-test-b")
-            && (0..8).all(|p| f.agent().log().leads("split", p) || b.log().leads("split", p))
+            && (0..partitions).all(|p| f.agent().log().leads(name, p) || b.log().leads(name, p))
         {
-            break;
+            return cluster;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    panic!("the partitions of {name} were not split between both agents: {cluster:?}");
+}
+
+/// A request as another agent forwards it: the receiver never forwards it again.
+fn as_forwarded<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("shale-forwarded-by", "some-agent".parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
+    let f = Fixture::start_with(Backends::EtcdS3, |config| {
+        config.advertised_grpc_addr = Some("agent-a.example:7070".to_owned());
+        config.zone = Some("zone-a".to_owned());
+    })
+    .await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = second_agent(&f, b_dir.path(), Some("zone-b")).await;
+    let b_addr = b.grpc_addr().to_string();
+    let cluster = create_split_topic(&f, &b, "split", 8).await;
     assert_eq!(cluster.answered_by, "grpc-test");
     let agents: Vec<(&str, &str, &str)> = cluster
         .agents
@@ -1385,8 +1411,9 @@ async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
     };
     let (on_a, on_b) = (led_by("grpc-test"), led_by("grpc-test-b"));
 
-    // A produce to the other agent names the leader and where to dial it, in the unary
-    // status and in a stream's error.
+    // A forwarded produce that reaches an agent which does not lead the partition is not
+    // forwarded again: the answer names the leader and where to dial it, in the unary status
+    // and in a stream's error.
     let b_channel = Channel::from_shared(format!("http://{b_addr}"))
         .unwrap()
         .connect()
@@ -1403,7 +1430,7 @@ async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
     ];
     for (mut client, partition, leader, addr) in cases {
         let status = client
-            .produce(produce("split", partition, &["x"]))
+            .produce(as_forwarded(produce("split", partition, &["x"])))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -1415,7 +1442,7 @@ async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
             request: Some(produce("split", partition, &["x"])),
         };
         let mut responses = client
-            .produce_stream(tokio_stream::iter([request]))
+            .produce_stream(as_forwarded(tokio_stream::iter([request])))
             .await
             .unwrap()
             .into_inner();
@@ -1429,6 +1456,122 @@ async fn the_cluster_is_described_and_not_leader_names_the_leaders_address() {
             (leader, addr)
         );
     }
+    b.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_agent_accepts_a_produce_for_any_partition_and_forwards_it_to_the_leader() {
+    let f = Fixture::start(Backends::EtcdS3).await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = second_agent(&f, b_dir.path(), None).await;
+    let partitions = 8u32;
+    create_split_topic(&f, &b, "anywhere", partitions).await;
+    let on_b: Vec<u32> = (0..partitions)
+        .filter(|p| b.log().leads("anywhere", *p))
+        .collect();
+    assert!(!on_b.is_empty());
+
+    // Only agent A is dialled. Unary requests to every partition, in both encodings.
+    let mut client = f.log();
+    let mut expected: HashMap<u32, Vec<String>> = HashMap::new();
+    for partition in 0..partitions {
+        let value = format!("unary-{partition}");
+        let ack = client
+            .produce(produce("anywhere", partition, &[&value]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.acks[0].partition, partition);
+        expected.entry(partition).or_default().push(value);
+        let value = format!("batch-{partition}");
+        let batches = client_batch(&[&value], shale_format::Compression::None, None);
+        client
+            .produce(v1::ProduceRequest {
+                topic: "anywhere".to_owned(),
+                ..batch_produce(partition, batches)
+            })
+            .await
+            .unwrap();
+        expected.entry(partition).or_default().push(value);
+    }
+
+    // Keyed records spanning every partition in one request.
+    let keyed = v1::ProduceRequest {
+        topic: "anywhere".to_owned(),
+        partition: None,
+        records: (0..64)
+            .map(|i| v1::Record {
+                key: Some(Bytes::from(format!("key-{i}"))),
+                ..record(&format!("keyed-{i}"), None)
+            })
+            .collect(),
+        ..v1::ProduceRequest::default()
+    };
+    let acks = client.produce(keyed).await.unwrap().into_inner().acks;
+    let spanned: Vec<u32> = acks.iter().map(|ack| ack.partition).collect();
+    assert!(
+        on_b.iter().any(|p| spanned.contains(p)),
+        "the keyed request touched no partition led by b: {spanned:?}"
+    );
+
+    // A stream whose requests alternate between partitions of both agents: acks in order,
+    // and each partition's records in stream order.
+    let requests: Vec<v1::ProduceStreamRequest> = (0..200u64)
+        .map(|i| {
+            let partition = (i % u64::from(partitions)) as u32;
+            v1::ProduceStreamRequest {
+                request_id: i,
+                request: Some(produce("anywhere", partition, &[&format!("stream-{i}")])),
+            }
+        })
+        .collect();
+    let mut responses = client
+        .produce_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last_offset: HashMap<u32, i64> = HashMap::new();
+    for i in 0..200u64 {
+        let response = responses.message().await.unwrap().unwrap();
+        assert_eq!(response.request_id, i);
+        let Some(v1::produce_stream_response::Result::Response(ok)) = response.result else {
+            panic!("request {i} failed: {response:?}");
+        };
+        let ack = &ok.acks[0];
+        if let Some(previous) = last_offset.insert(ack.partition, ack.last_offset) {
+            assert!(ack.base_offset > previous, "request {i} went backwards");
+        }
+        expected
+            .entry(ack.partition)
+            .or_default()
+            .push(format!("stream-{i}"));
+    }
+
+    // Everything reads back, from either agent, each partition in order.
+    let read_all = |mut client: LogServiceClient<Channel>, partition: u32| async move {
+        let response = client
+            .fetch(fetch("anywhere", partition, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        response
+            .records
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    for partition in 0..partitions {
+        let values = read_all(f.log(), partition).await;
+        let mine: Vec<&String> = values.iter().filter(|v| !v.starts_with("keyed-")).collect();
+        let wanted: Vec<&String> = expected[&partition].iter().collect();
+        assert_eq!(mine, wanted, "partition {partition}");
+    }
+    let forwarded: u64 = series(&scrape(&f).await, "shale_agent_forwarded_requests_total");
+    assert!(
+        forwarded >= on_b.len() as u64 + 200 / u64::from(partitions),
+        "forwarded {forwarded}"
+    );
     b.shutdown().await;
     f.shutdown().await;
 }

@@ -136,6 +136,15 @@ pub enum LogError {
     #[error("agent is shutting down")]
     ShuttingDown,
 
+    /// A produce forwarded to the partition's leader failed there; `failure` is how the
+    /// leader classified it, `message` what it said.
+    #[error("the leader, agent {leader:?}, answered: {message}")]
+    Remote {
+        leader: String,
+        failure: crate::RemoteFailure,
+        message: String,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -167,6 +176,10 @@ impl LogError {
                 | Self::MetaUnavailable(_)
                 | Self::OutcomeUnknown(_)
                 | Self::ShuttingDown
+                | Self::Remote {
+                    failure: crate::RemoteFailure::Exhausted | crate::RemoteFailure::Unavailable,
+                    ..
+                }
         )
     }
 }

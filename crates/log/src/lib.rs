@@ -12,6 +12,7 @@ mod admin;
 mod config;
 mod error;
 mod fetch;
+mod forward;
 pub mod fuzzing;
 mod groups;
 mod leadership;
@@ -44,6 +45,7 @@ pub use fetch::{
     DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedBytes, FetchedRecords,
     MAX_FETCH_BYTES,
 };
+pub use forward::{ForwardReceiver, ForwardRequest, Forwarder, RemoteFailure};
 pub use groups::{GroupOffset, MAX_GROUP_NAME_LEN, MAX_OFFSET_METADATA_BYTES};
 pub use leadership::AgentAddresses;
 pub use metrics::LogMetrics;
@@ -70,6 +72,9 @@ pub struct LogDeps {
     pub rng: SharedRng,
     pub metrics: LogMetrics,
     pub addresses: AgentAddresses,
+    /// Passes produces for partitions led elsewhere to their leaders; `None` answers them
+    /// with `NOT_LEADER` (and the leader's address) instead.
+    pub forwarder: Option<Arc<dyn Forwarder>>,
 }
 
 /// A running engine. Cheap to clone; [`Log::shutdown`] stops it.
@@ -92,6 +97,7 @@ struct Inner {
     view: Arc<ClusterView>,
     writer: Writer,
     keyless: KeylessCursor,
+    forwarder: Option<Arc<dyn Forwarder>>,
     lease: watch::Receiver<LeaseId>,
     flusher_shutdown: CancellationToken,
     background_shutdown: CancellationToken,
@@ -273,6 +279,7 @@ impl Log {
                 view,
                 writer,
                 keyless: KeylessCursor::default(),
+                forwarder: deps.forwarder,
                 lease: lease_rx,
                 flusher_shutdown,
                 background_shutdown,

@@ -10,7 +10,9 @@ use shale_format::{
     Record, RecordBatch, ValidationOptions, encode_batch,
 };
 use shale_meta::TopicRecord;
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::forward::{ForwardReceiver, ForwardRequest};
 use crate::partitioner::partition_for_key;
 use crate::producers::{ProducerBatchId, add_sequence};
 use crate::topics::{TopicCompression, topic_compression};
@@ -40,6 +42,9 @@ pub struct ProduceRecords {
     pub producer: Option<ProducerIdentity>,
     /// `None`: the topic's `compression.type` decides (none when it says `producer`).
     pub compression: Option<Compression>,
+    /// The request came from another agent: answer `NOT_LEADER` instead of forwarding it
+    /// again (forwarding is one hop).
+    pub forwarded: bool,
 }
 
 /// Offsets one partition gave to a request's records.
@@ -54,31 +59,57 @@ pub struct PartitionAck {
 /// An accepted produce: offsets are assigned; [`ProduceTicket::wait`] resolves when durable.
 #[derive(Debug)]
 pub struct ProduceTicket {
-    parts: Vec<(u32, AppendReceiver)>,
+    parts: Vec<(u32, TicketPart)>,
+}
+
+/// One partition's share of an accepted produce.
+#[derive(Debug)]
+enum TicketPart {
+    /// Appended here.
+    Local(AppendReceiver),
+    /// Passed to the partition's leader. The buffer space it holds bounds what forwarded
+    /// requests keep in memory while their leaders answer.
+    Forwarded {
+        leader: String,
+        receiver: ForwardReceiver,
+        _space: OwnedSemaphorePermit,
+    },
 }
 
 impl ProduceTicket {
     /// Waits until every partition's part is durable (or failed).
     pub async fn wait(self) -> Result<Vec<PartitionAck>, LogError> {
         let mut acks = Vec::with_capacity(self.parts.len());
-        for (partition, receiver) in self.parts {
-            let AppendAck {
-                base_offset,
-                last_offset,
-                record_count,
-            } = receiver.await.map_err(|_| {
-                // The append was dropped without an answer (its flush task died, or the
-                // engine stopped mid-commit): its commit may have landed.
-                LogError::OutcomeUnknown(format!(
-                    "partition {partition}: the agent stopped tracking this write before it was answered"
-                ))
-            })??;
-            acks.push(PartitionAck {
-                partition,
-                base_offset,
-                last_offset,
-                record_count,
-            });
+        for (partition, part) in self.parts {
+            let ack = match part {
+                TicketPart::Local(receiver) => {
+                    let AppendAck {
+                        base_offset,
+                        last_offset,
+                        record_count,
+                    } = receiver.await.map_err(|_| {
+                        // The append was dropped without an answer (its flush task died, or
+                        // the engine stopped mid-commit): its commit may have landed.
+                        LogError::OutcomeUnknown(format!(
+                            "partition {partition}: the agent stopped tracking this write before it was answered"
+                        ))
+                    })??;
+                    PartitionAck {
+                        partition,
+                        base_offset,
+                        last_offset,
+                        record_count,
+                    }
+                }
+                TicketPart::Forwarded {
+                    leader, receiver, ..
+                } => receiver.await.map_err(|_| {
+                    LogError::OutcomeUnknown(format!(
+                        "partition {partition}: the request was forwarded to its leader, agent {leader:?}, and its answer was lost"
+                    ))
+                })??,
+            };
+            acks.push(ack);
         }
         Ok(acks)
     }
@@ -105,6 +136,7 @@ impl Log {
             self.inner.keyless.0.fetch_add(1, Ordering::Relaxed) % topic.partitions
         });
         let expected_next_offset = request.expected_next_offset;
+        let forwarded = request.forwarded;
         // Everything that can refuse the request is checked before anything is appended:
         // encoding (sizes), and leadership of every partition it touches. Encoding
         // (compression, CRC) is CPU work: it runs off the async workers, so lease
@@ -133,7 +165,8 @@ impl Log {
                 )
             })
             .await?;
-        if encoded.len() > 1 {
+        let may_forward = !forwarded && self.inner.forwarder.is_some();
+        if encoded.len() > 1 && !may_forward {
             for (partition, _) in &encoded {
                 if let Some(leader) = self.inner.leader_elsewhere((topic.id, *partition)) {
                     return Err(LogError::NotLeader {
@@ -146,16 +179,19 @@ impl Log {
         }
         let mut parts = Vec::with_capacity(encoded.len());
         for (partition, batches) in encoded {
-            let receiver = self
-                .append(AppendRequest {
-                    key: (topic.id, partition),
-                    topic: Arc::clone(&topic),
-                    partition,
-                    batches,
-                    expected_next_offset,
-                })
+            let part = self
+                .append(
+                    AppendRequest {
+                        key: (topic.id, partition),
+                        topic: Arc::clone(&topic),
+                        partition,
+                        batches,
+                        expected_next_offset,
+                    },
+                    may_forward,
+                )
                 .await?;
-            parts.push((partition, receiver));
+            parts.push((partition, part));
         }
         Ok(ProduceTicket { parts })
     }
@@ -175,6 +211,33 @@ impl Log {
         records: Bytes,
         expected_next_offset: Option<i64>,
     ) -> Result<ProduceTicket, LogError> {
+        let may_forward = self.inner.forwarder.is_some();
+        self.produce_batches_from(topic, partition, records, expected_next_offset, may_forward)
+            .await
+    }
+
+    /// [`Log::produce_batches`] for a request another agent forwarded here: it is appended
+    /// if this agent leads the partition and refused with `NOT_LEADER` otherwise, never
+    /// forwarded again.
+    pub async fn produce_forwarded_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Bytes,
+        expected_next_offset: Option<i64>,
+    ) -> Result<ProduceTicket, LogError> {
+        self.produce_batches_from(topic, partition, records, expected_next_offset, false)
+            .await
+    }
+
+    async fn produce_batches_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Bytes,
+        expected_next_offset: Option<i64>,
+        may_forward: bool,
+    ) -> Result<ProduceTicket, LogError> {
         let topic = self.topic(topic)?;
         Self::check_partition(&topic, partition)?;
         // CRC checks and any recompression are CPU work: off the async workers, and a
@@ -187,27 +250,113 @@ impl Log {
                 move || prepare_client_batches(&prepare_topic, records),
             )
             .await?;
-        let receiver = self
-            .append(AppendRequest {
-                key: (topic.id, partition),
-                topic: Arc::clone(&topic),
-                partition,
-                batches,
-                expected_next_offset,
-            })
+        let part = self
+            .append(
+                AppendRequest {
+                    key: (topic.id, partition),
+                    topic: Arc::clone(&topic),
+                    partition,
+                    batches,
+                    expected_next_offset,
+                },
+                may_forward,
+            )
             .await?;
         Ok(ProduceTicket {
-            parts: vec![(partition, receiver)],
+            parts: vec![(partition, part)],
         })
     }
 
-    async fn append(&self, request: AppendRequest) -> Result<AppendReceiver, LogError> {
+    /// Appends here, or, when another agent leads the partition and `may_forward`, passes
+    /// the batches to that agent.
+    async fn append(
+        &self,
+        request: AppendRequest,
+        may_forward: bool,
+    ) -> Result<TicketPart, LogError> {
         let key = request.key;
+        let forwarder = self.inner.forwarder.as_ref().filter(|_| may_forward);
+        let Some(forwarder) = forwarder else {
+            let inner = Arc::clone(&self.inner);
+            return self
+                .inner
+                .writer
+                .append(request, move || inner.leader_elsewhere(key))
+                .await
+                .map(TicketPart::Local);
+        };
+        if let Some(leader) = self.inner.leader_elsewhere(key) {
+            return self.forward(forwarder.as_ref(), leader, request).await;
+        }
+        // The batches are reference-counted slices: keeping them for a forward costs a few
+        // words each.
+        let kept = AppendRequest {
+            key,
+            topic: Arc::clone(&request.topic),
+            partition: request.partition,
+            batches: request.batches.iter().map(PreparedBatch::share).collect(),
+            expected_next_offset: request.expected_next_offset,
+        };
         let inner = Arc::clone(&self.inner);
-        self.inner
+        match self
+            .inner
             .writer
             .append(request, move || inner.leader_elsewhere(key))
             .await
+        {
+            Ok(receiver) => Ok(TicketPart::Local(receiver)),
+            // Someone else claimed the partition while this append waited for it.
+            Err(LogError::NotLeader {
+                leader: Some(leader),
+                ..
+            }) => self.forward(forwarder.as_ref(), leader, kept).await,
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Passes one partition's batches to `leader`, holding buffer space for them until the
+    /// leader answers.
+    async fn forward(
+        &self,
+        forwarder: &dyn crate::Forwarder,
+        leader: String,
+        request: AppendRequest,
+    ) -> Result<TicketPart, LogError> {
+        let not_leader = || LogError::NotLeader {
+            topic: request.topic.name.clone(),
+            partition: request.partition,
+            leader: Some(leader.clone()),
+        };
+        let Some(leader_addr) = self.inner.view.agent_grpc_addr(&leader) else {
+            // The leader's registration is gone (it is failing over): the client retries.
+            return Err(not_leader());
+        };
+        let bytes: usize = request.batches.iter().map(|batch| batch.bytes.len()).sum();
+        let space = self.inner.writer.reserve_bytes(bytes).await?;
+        let record_batches = if let [one] = request.batches.as_slice() {
+            one.bytes.clone()
+        } else {
+            let mut joined = BytesMut::with_capacity(bytes);
+            for batch in &request.batches {
+                joined.extend_from_slice(&batch.bytes);
+            }
+            joined.freeze()
+        };
+        let receiver = forwarder
+            .forward(ForwardRequest {
+                leader: leader.clone(),
+                leader_addr,
+                topic: request.topic.name.clone(),
+                partition: request.partition,
+                record_batches,
+                expected_next_offset: request.expected_next_offset,
+            })
+            .await?;
+        Ok(TicketPart::Forwarded {
+            leader,
+            receiver,
+            _space: space,
+        })
     }
 }
 

@@ -59,6 +59,7 @@ impl v1::log_service_server::LogService for LogService {
         &self,
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let forwarded = forwarded_by(&request);
         let request = request.into_inner();
         let span =
             info_span!("agent.produce", topic = %request.topic, records = request.records.len());
@@ -70,7 +71,7 @@ impl v1::log_service_server::LogService for LogService {
                 .await
                 .map_err(|e| to_status(&e))?;
             let request = convert::produce_request(request).map_err(|e| to_status(&e))?;
-            let ticket = append(&self.log, request)
+            let ticket = append(&self.log, request, forwarded)
                 .await
                 .map_err(|e| to_status_in(&self.log, &e))?;
             // Appended: the writer's buffer counts these bytes from here on.
@@ -92,6 +93,7 @@ impl v1::log_service_server::LogService for LogService {
         &self,
         request: Request<Streaming<v1::ProduceStreamRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let forwarded = forwarded_by(&request);
         let mut inbound = request.into_inner();
         let log = self.log.clone();
         let metrics = self.metrics.clone();
@@ -108,7 +110,8 @@ impl v1::log_service_server::LogService for LogService {
                 loop {
                     match inbound.message().await {
                         Ok(Some(message)) => {
-                            let pending = start_produce(&log, &metrics, &budget, message).await;
+                            let pending =
+                                start_produce(&log, &metrics, &budget, message, forwarded).await;
                             if appended_tx.send(Ok(pending)).await.is_err() {
                                 return;
                             }
@@ -396,13 +399,33 @@ async fn fetch_once(
     })
 }
 
+/// Whether another agent forwarded this request (it is then never forwarded again).
+fn forwarded_by<T>(request: &Request<T>) -> bool {
+    request
+        .metadata()
+        .contains_key(crate::forward::FORWARDED_METADATA)
+}
+
 /// Hands a converted produce request to the engine.
 async fn append(
     log: &Log,
     request: convert::Produce,
+    forwarded: bool,
 ) -> Result<shale_log::ProduceTicket, shale_log::LogError> {
     match request {
-        convert::Produce::Records(records) => log.produce(records).await,
+        convert::Produce::Records(mut records) => {
+            records.forwarded = forwarded;
+            log.produce(records).await
+        }
+        convert::Produce::Batches {
+            topic,
+            partition,
+            batches,
+            expected_next_offset,
+        } if forwarded => {
+            log.produce_forwarded_batches(&topic, partition, batches, expected_next_offset)
+                .await
+        }
         convert::Produce::Batches {
             topic,
             partition,
@@ -454,6 +477,7 @@ async fn start_produce(
     metrics: &DataMetrics,
     budget: &RequestBudget,
     message: v1::ProduceStreamRequest,
+    forwarded: bool,
 ) -> futures::future::BoxFuture<'static, v1::ProduceStreamResponse> {
     let request_id = message.request_id;
     let hints = log.clone();
@@ -489,7 +513,7 @@ async fn start_produce(
         }
     };
     let ticket = match convert::produce_request(request) {
-        Ok(request) => append(log, request).await,
+        Ok(request) => append(log, request, forwarded).await,
         Err(invalid) => Err(invalid),
     };
     // Appended (or refused): the writer's buffer counts these bytes from here on.

@@ -58,6 +58,17 @@ pub(crate) struct AppendRequest {
     pub expected_next_offset: Option<i64>,
 }
 
+impl PreparedBatch {
+    /// Another handle on the same batch (its bytes are shared, not copied).
+    pub(crate) fn share(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+            record_count: self.record_count,
+            producer: self.producer,
+        }
+    }
+}
+
 impl AppendRequest {
     fn bytes(&self) -> u64 {
         self.batches
@@ -301,6 +312,18 @@ impl Writer {
                 });
             }
         }
+    }
+
+    /// Holds `bytes` of the produce buffer for data kept outside the open segment (a
+    /// request forwarded to another agent, until it answers); waits as an append would.
+    pub(crate) async fn reserve_bytes(
+        &self,
+        bytes: usize,
+    ) -> Result<OwnedSemaphorePermit, LogError> {
+        let permits = u32::try_from(bytes.max(1)).map_err(|_| {
+            LogError::InvalidRequest(format!("a single append of {bytes} bytes is too large"))
+        })?;
+        self.reserve(permits).await
     }
 
     async fn reserve(&self, permits: u32) -> Result<OwnedSemaphorePermit, LogError> {

@@ -324,6 +324,7 @@ async fn try_open_log(
             rng: seeded_rng(u64::from(cache_generation) + 11),
             metrics: LogMetrics::unregistered(),
             addresses: AgentAddresses::default(),
+            forwarder: None,
         },
         config,
     )
