@@ -214,16 +214,21 @@ impl RunningAgent {
         self.shutdown().await;
     }
 
-    /// Stops accepting requests, lets in-flight ones finish (up to 10 s), flushes and commits
-    /// what is buffered, and leaves the cluster.
+    /// Stops accepting connections and produces, commits what is buffered and leaves the
+    /// cluster (the other agents take its partitions at once), while in-flight requests
+    /// finish and streams end at their next message (up to 10 s in all).
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for server in self.servers {
-            if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
-                warn!("a listener did not drain in time; closing it");
+        // The engine first: until it has handed its partitions off, produces that reach it
+        // (directly or forwarded) can only fail; the listeners drain meanwhile.
+        let drained = async {
+            for server in self.servers {
+                if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+                    warn!("a listener did not drain in time; closing it");
+                }
             }
-        }
-        self.log.shutdown().await;
+        };
+        tokio::join!(self.log.shutdown(), drained);
     }
 }
 
@@ -334,6 +339,7 @@ async fn serve_grpc(
                     DEFAULT_INFLIGHT_REQUEST_BYTES,
                     log.config().backpressure_timeout,
                 ),
+                shutdown.clone(),
             ))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),

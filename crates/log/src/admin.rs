@@ -181,11 +181,11 @@ impl Log {
     }
 
     /// One topic and the state of each of its partitions.
-    pub fn describe_topic(
+    pub async fn describe_topic(
         &self,
         name: &str,
     ) -> Result<(TopicDescription, Vec<PartitionDescription>), LogError> {
-        let topic = self.topic(name)?;
+        let topic = self.topic(name).await?;
         let partitions = self.partitions_of(&topic);
         Ok((TopicDescription::from(topic.as_ref()), partitions))
     }
@@ -207,13 +207,49 @@ impl Log {
     }
 
     /// A topic by name, or `UnknownTopic`.
-    pub(crate) fn topic(&self, name: &str) -> Result<Arc<TopicRecord>, LogError> {
-        self.inner
-            .view
-            .topic(name)
-            .ok_or_else(|| LogError::UnknownTopic {
-                topic: name.to_owned(),
-            })
+    ///
+    /// The view may lag the metadata store (a topic created through another agent a moment
+    /// ago): a name it does not know is looked up in the store, and when the topic is there
+    /// the view gets up to `leader_wait` to catch up. A client is never told that a topic
+    /// it has just created does not exist.
+    pub(crate) async fn topic(&self, name: &str) -> Result<Arc<TopicRecord>, LogError> {
+        if let Some(topic) = self.inner.view.topic(name) {
+            return Ok(topic);
+        }
+        let unknown = || LogError::UnknownTopic {
+            topic: name.to_owned(),
+        };
+        if crate::topics::validate_topic_name(name).is_err() {
+            return Err(unknown());
+        }
+        // One read per request for a name the view does not know: bounded, so clients asking
+        // for missing topics cannot flood the metadata store.
+        let _slot = self
+            .inner
+            .topic_lookups
+            .acquire()
+            .await
+            .map_err(|_| LogError::ShuttingDown)?;
+        if let Some(topic) = self.inner.view.topic(name) {
+            return Ok(topic);
+        }
+        let Some(stored) = self.inner.meta.get(&self.inner.keys.topic(name)).await? else {
+            return Err(unknown());
+        };
+        let caught_up = tokio::time::timeout(
+            self.inner.config.leader_wait,
+            self.inner.view.wait_for_revision(stored.mod_revision),
+        )
+        .await
+        .is_ok();
+        match self.inner.view.topic(name) {
+            Some(topic) => Ok(topic),
+            // Deleted again meanwhile.
+            None if caught_up => Err(unknown()),
+            None => Err(LogError::MetaUnavailable(format!(
+                "topic {name:?} exists but this agent's view of the cluster has not caught up with it; retry"
+            ))),
+        }
     }
 
     /// `UnknownPartition` unless `partition` exists.

@@ -175,7 +175,7 @@ impl Log {
     /// What [`fetch`](Self::fetch) answers, as spans of the chunks it read.
     async fn fetch_spans(&self, request: &FetchRequest) -> Result<FoundBatches, LogError> {
         let max_bytes = request.max_bytes.clamp(1, MAX_FETCH_BYTES);
-        let topic = self.topic(&request.topic)?;
+        let topic = self.topic(&request.topic).await?;
         Self::check_partition(&topic, request.partition)?;
         let key = (topic.id, request.partition);
         let view = &self.inner.view;

@@ -39,7 +39,7 @@ impl Log {
         offsets: &[GroupOffset],
     ) -> Result<(), LogError> {
         validate_group(group)?;
-        let topic = self.topic(topic)?;
+        let topic = self.topic(topic).await?;
         if offsets.is_empty() {
             return Err(LogError::InvalidRequest("no offsets to commit".to_owned()));
         }
@@ -181,7 +181,7 @@ impl Log {
         partitions: &[u32],
     ) -> Result<Vec<GroupOffset>, LogError> {
         validate_group(group)?;
-        let topic = self.topic(topic)?;
+        let topic = self.topic(topic).await?;
         for partition in partitions {
             Self::check_partition(&topic, *partition)?;
         }

@@ -27,6 +27,9 @@ use crate::{LogError, LogMetrics, rendezvous};
 
 /// Claims run at the same time when many partitions need a leader.
 const CLAIM_CONCURRENCY: usize = 32;
+/// Longest wait for a partition's appends to commit before it is handed to another agent;
+/// what is still uncommitted then fails (retryable) instead of holding the handoff up.
+const HANDOFF_DRAIN: Duration = Duration::from_secs(5);
 
 /// How this agent presents itself in the membership.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,6 +105,7 @@ pub(crate) async fn run_leadership(
             shutdown.clone(),
         ));
         let mut membership = deps.view.membership_changes();
+        let mut leader_changes = deps.view.leader_changes();
         let mut tick = tokio::time::interval(deps.lease_ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -118,6 +122,12 @@ pub(crate) async fn run_leadership(
                     reconcile(&deps, lease).await;
                 }
                 _ = tick.tick() => reconcile(&deps, lease).await,
+                changed = leader_changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    claim_vacated(&deps, lease).await;
+                }
                 Some(key) = resync.recv() => {
                     let mut keys = vec![key];
                     while let Ok(more) = resync.try_recv() {
@@ -335,30 +345,72 @@ async fn reconcile(deps: &LeadershipDeps, lease: LeaseId) {
             }
         }
     }
-    for key in led.keys() {
-        if !wanted.contains(key) {
-            let topic_exists = deps.view.topic_by_id(key.0).is_some();
-            let error = if topic_exists {
-                LogError::NotLeader {
-                    topic: topic_name(deps, *key),
-                    partition: key.1,
-                    leader: None,
-                }
-            } else {
-                LogError::UnknownTopic {
-                    topic: key.0.to_string(),
-                }
-            };
-            // Releasing to another agent is the multi-agent path; here it only happens when
-            // a topic is deleted or membership changed.
-            deps.writer.remove_leader(*key, &error);
-            if topic_exists {
-                release(deps, *key, led[key]).await;
-            }
-        }
+    let to_release: Vec<(PartitionKey, shale_meta::Revision)> = led
+        .iter()
+        .filter(|(key, _)| !wanted.contains(key))
+        .map(|(key, fence)| (*key, *fence))
+        .collect();
+    if !to_release.is_empty() {
+        // All at once: a joining agent takes its share in about one commit's time, not one
+        // per partition.
+        let span = info_span!("log.release_partitions", count = to_release.len());
+        futures::stream::iter(to_release)
+            .for_each_concurrent(CLAIM_CONCURRENCY, |(key, fence)| hand_off(deps, key, fence))
+            .instrument(span)
+            .await;
     }
     if !to_claim.is_empty() {
         claim_all(deps, lease, to_claim).await;
+    }
+}
+
+/// Stops leading a partition another agent should lead (or whose topic is gone): appends
+/// already taken are committed first, then the leader key is deleted so the new owner,
+/// which watches for it, claims at once.
+async fn hand_off(deps: &LeadershipDeps, key: PartitionKey, fence: shale_meta::Revision) {
+    let topic_exists = deps.view.topic_by_id(key.0).is_some();
+    if topic_exists && !deps.writer.drain(key, HANDOFF_DRAIN).await {
+        warn!(topic_id = %key.0, partition = key.1, "handoff: appends still uncommitted after the drain wait; failing them");
+    }
+    let error = if topic_exists {
+        LogError::NotLeader {
+            topic: topic_name(deps, key),
+            partition: key.1,
+            leader: None,
+        }
+    } else {
+        LogError::UnknownTopic {
+            topic: key.0.to_string(),
+        }
+    };
+    deps.writer.remove_leader(key, &error);
+    if topic_exists {
+        release(deps, key, fence).await;
+        info!(topic_id = %key.0, partition = key.1, "handed partition off");
+    }
+}
+
+/// Claims the partitions whose leaders let go of them, among those this agent should lead.
+async fn claim_vacated(deps: &LeadershipDeps, lease: LeaseId) {
+    let vacated = deps.view.take_vacated();
+    if vacated.is_empty() {
+        return;
+    }
+    let mut agents: Vec<String> = deps.view.agents().into_iter().map(|a| a.agent_id).collect();
+    if !agents.contains(&deps.agent_id) {
+        agents.push(deps.agent_id.clone());
+    }
+    let led = deps.writer.leaders();
+    let mine: Vec<PartitionKey> = vacated
+        .into_iter()
+        .filter(|key| !led.contains_key(key))
+        .filter(|key| {
+            rendezvous::owner(agents.iter().map(String::as_str), key.0, key.1)
+                == Some(deps.agent_id.as_str())
+        })
+        .collect();
+    if !mine.is_empty() {
+        claim_all(deps, lease, mine).await;
     }
 }
 

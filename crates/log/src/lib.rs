@@ -105,9 +105,14 @@ struct Inner {
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Bounds how many compressed batches are decompressed at once (see [`DECODE_SLOTS`]).
     decode_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds concurrent metadata reads for topic names the view does not know.
+    topic_lookups: tokio::sync::Semaphore,
     /// Held for the life of the engine (see `lock_lease_file`).
     _lease_lock: Option<std::fs::File>,
 }
+
+/// Metadata reads at once for topic names the view does not know (see `Log::topic`).
+const TOPIC_LOOKUPS: usize = 16;
 
 /// Compressed batches decompressed at once, over every request: a batch's records section
 /// may decompress to 64 MiB ([`shale_format::DEFAULT_MAX_DECOMPRESSED_BYTES`]) from a few
@@ -287,6 +292,7 @@ impl Log {
                 _lease_lock: lease_lock,
                 flusher: std::sync::Mutex::new(Some(flusher)),
                 decode_slots: Arc::new(tokio::sync::Semaphore::new(DECODE_SLOTS)),
+                topic_lookups: tokio::sync::Semaphore::new(TOPIC_LOOKUPS),
             }),
         })
     }

@@ -30,7 +30,7 @@ impl Log {
         partition: u32,
         spec: OffsetSpec,
     ) -> Result<Option<ResolvedOffset>, LogError> {
-        let topic = self.topic(topic)?;
+        let topic = self.topic(topic).await?;
         Self::check_partition(&topic, partition)?;
         let key = (topic.id, partition);
         let (high_watermark, log_start) = self

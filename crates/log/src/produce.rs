@@ -129,7 +129,7 @@ impl Log {
     /// the buffer stays full). Retry such requests with keys that map to one partition, or
     /// give each partition its own request.
     pub async fn produce(&self, request: ProduceRecords) -> Result<ProduceTicket, LogError> {
-        let topic = self.topic(&request.topic)?;
+        let topic = self.topic(&request.topic).await?;
         let compression = check_request(&topic, &request)?;
         let now_ms = self.inner.clock.now_ms();
         let keyless_partition = request.partition.unwrap_or_else(|| {
@@ -238,7 +238,7 @@ impl Log {
         expected_next_offset: Option<i64>,
         may_forward: bool,
     ) -> Result<ProduceTicket, LogError> {
-        let topic = self.topic(topic)?;
+        let topic = self.topic(topic).await?;
         Self::check_partition(&topic, partition)?;
         // CRC checks and any recompression are CPU work: off the async workers, and a
         // compressed batch first waits for a decode slot (its records section may inflate).
@@ -281,7 +281,11 @@ impl Log {
             return self
                 .inner
                 .writer
-                .append(request, move || inner.leader_elsewhere(key))
+                .append(
+                    request,
+                    move || inner.leader_elsewhere(key),
+                    self.inner.view.leader_changes(),
+                )
                 .await
                 .map(TicketPart::Local);
         };
@@ -301,7 +305,11 @@ impl Log {
         match self
             .inner
             .writer
-            .append(request, move || inner.leader_elsewhere(key))
+            .append(
+                request,
+                move || inner.leader_elsewhere(key),
+                self.inner.view.leader_changes(),
+            )
             .await
         {
             Ok(receiver) => Ok(TicketPart::Local(receiver)),

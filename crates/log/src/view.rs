@@ -7,7 +7,7 @@
 //! order: an index entry and the high watermark that covers it arrive in the same revision,
 //! and the revision's events are applied together before anyone is woken.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::{FutureExt, StreamExt};
@@ -118,6 +118,9 @@ struct ViewState {
     agents: BTreeMap<String, AgentRecord>,
     partitions: HashMap<PartitionKey, PartitionView>,
     revision: Revision,
+    /// Partitions whose leader key was deleted since leadership last looked (see
+    /// [`ClusterView::take_vacated`]).
+    vacated: HashSet<PartitionKey>,
 }
 
 /// The mirror. Cheap to share behind an `Arc`.
@@ -127,6 +130,8 @@ pub(crate) struct ClusterView {
     state: RwLock<ViewState>,
     revision_tx: watch::Sender<Revision>,
     membership_tx: watch::Sender<u64>,
+    /// Bumped whenever a partition's leader key is written or deleted.
+    leaders_tx: watch::Sender<u64>,
     /// Whether the view follows the store (loaded and watching). While it does not, reads
     /// must not trust it to be current.
     connected_tx: watch::Sender<bool>,
@@ -140,6 +145,7 @@ impl ClusterView {
             state: RwLock::new(ViewState::default()),
             revision_tx: watch::channel(0).0,
             membership_tx: watch::channel(0).0,
+            leaders_tx: watch::channel(0).0,
             connected_tx: watch::channel(false).0,
         })
     }
@@ -207,6 +213,7 @@ impl ClusterView {
         });
         self.membership_tx
             .send_modify(|generation| *generation += 1);
+        self.leaders_tx.send_modify(|generation| *generation += 1);
         Ok(revision)
     }
 
@@ -335,17 +342,27 @@ impl ClusterView {
     /// Applies watch events (also used by the writer to publish its own commits at once).
     pub(crate) fn apply_events(&self, events: &[WatchEvent]) {
         let mut membership_changed = false;
+        let mut leaders_changed = false;
         let mut max_revision = 0;
         let mut woken = Vec::new();
         {
             let mut state = self.write();
             for event in events {
                 max_revision = max_revision.max(event.kv.mod_revision);
-                if matches!(
-                    self.keys.parse(&event.kv.key),
-                    Some(ParsedKey::Agent { .. } | ParsedKey::Topic { .. })
-                ) {
-                    membership_changed = true;
+                match self.keys.parse(&event.kv.key) {
+                    Some(ParsedKey::Agent { .. } | ParsedKey::Topic { .. }) => {
+                        membership_changed = true;
+                    }
+                    Some(ParsedKey::PartitionLeader {
+                        topic_id,
+                        partition,
+                    }) => {
+                        leaders_changed = true;
+                        if event.kind == EventKind::Delete {
+                            state.vacated.insert((topic_id, partition));
+                        }
+                    }
+                    _ => {}
                 }
                 match event.kind {
                     EventKind::Put => {
@@ -374,6 +391,20 @@ impl ClusterView {
             self.membership_tx
                 .send_modify(|generation| *generation += 1);
         }
+        if leaders_changed {
+            self.leaders_tx.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// Changes whenever a partition's leader key is written or deleted.
+    pub(crate) fn leader_changes(&self) -> watch::Receiver<u64> {
+        self.leaders_tx.subscribe()
+    }
+
+    /// The partitions whose leader let go of them since the last call: an agent that should
+    /// lead one claims it at once instead of at its next periodic check.
+    pub(crate) fn take_vacated(&self) -> HashSet<PartitionKey> {
+        std::mem::take(&mut self.write().vacated)
     }
 
     /// The newest revision applied.

@@ -81,10 +81,12 @@ impl v1::admin_service_server::AdminService for AdminService {
         request: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
         let request = request.into_inner();
-        let _span = info_span!("agent.describe_topic", topic = %request.name).entered();
+        let span = info_span!("agent.describe_topic", topic = %request.name);
         let (topic, partitions) = self
             .log
             .describe_topic(&request.name)
+            .instrument(span)
+            .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(v1::DescribeTopicResponse {
             topic: Some(convert::topic_info(topic)),

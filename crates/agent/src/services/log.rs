@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span};
 
@@ -38,15 +39,24 @@ pub(crate) struct LogService {
     metrics: DataMetrics,
     budget: RequestBudget,
     fetch_streams: Arc<Semaphore>,
+    /// Cancelled when the agent stops: streams end at their next message, so the listener
+    /// drains instead of waiting for clients to hang up.
+    shutdown: CancellationToken,
 }
 
 impl LogService {
-    pub(crate) fn new(log: Log, metrics: DataMetrics, budget: RequestBudget) -> Self {
+    pub(crate) fn new(
+        log: Log,
+        metrics: DataMetrics,
+        budget: RequestBudget,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             log,
             metrics,
             budget,
             fetch_streams: Arc::new(Semaphore::new(MAX_FETCH_STREAMS)),
+            shutdown,
         }
     }
 }
@@ -98,6 +108,7 @@ impl v1::log_service_server::LogService for LogService {
         let log = self.log.clone();
         let metrics = self.metrics.clone();
         let budget = self.budget.clone();
+        let shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(256);
         let span = info_span!("agent.produce_stream");
         // Two stages, so acks keep flowing while an append waits (for buffer space or for
@@ -108,7 +119,12 @@ impl v1::log_service_server::LogService for LogService {
         tokio::spawn(
             async move {
                 loop {
-                    match inbound.message().await {
+                    let next = tokio::select! {
+                        next = inbound.message() => next,
+                        // The agent stops: answer what was appended, then end the stream.
+                        () = shutdown.cancelled() => return,
+                    };
+                    match next {
                         Ok(Some(message)) => {
                             let pending =
                                 start_produce(&log, &metrics, &budget, message, forwarded).await;
@@ -178,6 +194,7 @@ impl v1::log_service_server::LogService for LogService {
         let request = request.into_inner();
         let log = self.log.clone();
         let metrics = self.metrics.clone();
+        let shutdown = self.shutdown.clone();
         let Ok(slot) = Arc::clone(&self.fetch_streams).try_acquire_owned() else {
             return Err(Status::resource_exhausted(format!(
                 "this agent already serves {MAX_FETCH_STREAMS} fetch streams; retry later or use another agent"
@@ -222,10 +239,14 @@ impl v1::log_service_server::LogService for LogService {
                     if !empty && tx.send(Ok(next)).await.is_err() {
                         return;
                     }
-                    if tx.is_closed() {
+                    if tx.is_closed() || shutdown.is_cancelled() {
                         return;
                     }
-                    next = match fetch_once(&log, &metrics, &fetch, 0, batches).await {
+                    let fetched = tokio::select! {
+                        fetched = fetch_once(&log, &metrics, &fetch, 0, batches) => fetched,
+                        () = shutdown.cancelled() => return,
+                    };
+                    next = match fetched {
                         Ok(response) => response,
                         Err(status) => {
                             let _ = tx.send(Err(status)).await;
@@ -260,6 +281,7 @@ impl v1::log_service_server::LogService for LogService {
                 let (topic, _) = self
                     .log
                     .describe_topic(&request.topic)
+                    .await
                     .map_err(|e| to_status(&e))?;
                 (0..topic.partitions).collect()
             } else {

@@ -113,28 +113,8 @@ impl Agent {
         let (subcommand, command) = self.command();
         self.starts += 1;
         let log = self.dir.path().join(format!("agent-{}.log", self.starts));
-        let mut process = ChildGuard::spawn(format!("shale {subcommand}"), command, &log).unwrap();
-        let started = Instant::now();
-        let (grpc, http) = loop {
-            if let Some(addrs) = banner(&log) {
-                break addrs;
-            }
-            if let Err(error) = process.check_running() {
-                panic!("{error}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_mins(1),
-                "shale {subcommand} did not start within 60s; log:\n{}",
-                process.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (process, grpc, http) = spawn_agent(&format!("shale {subcommand}"), command, &log);
         self.http_port = http.rsplit(':').next().unwrap().parse().unwrap();
-        process
-            .wait_until(Duration::from_secs(30), || {
-                wait_for_http(self.http_port, "/readyz", |code| code == 200)
-            })
-            .unwrap_or_else(|error| panic!("{error}"));
         self.addr = grpc;
         self.metrics_url = format!("{http}/metrics");
         self.process = Some(process);
@@ -190,6 +170,34 @@ impl Agent {
             .map(ChildGuard::log_tail)
             .unwrap_or_default()
     }
+}
+
+/// Starts an agent process logging to `log` and waits until it serves and is ready;
+/// returns it with its gRPC address and HTTP base URL, as its banner prints them.
+pub fn spawn_agent(name: &str, command: Command, log: &Path) -> (ChildGuard, String, String) {
+    let mut process = ChildGuard::spawn(name.to_owned(), command, log).unwrap();
+    let started = Instant::now();
+    let (grpc, http) = loop {
+        if let Some(addrs) = banner(log) {
+            break addrs;
+        }
+        if let Err(error) = process.check_running() {
+            panic!("{error}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_mins(1),
+            "{name} did not start within 60s; log:\n{}",
+            process.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let http_port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
+    process
+        .wait_until(Duration::from_secs(30), || {
+            wait_for_http(http_port, "/readyz", |code| code == 200)
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+    (process, grpc, http)
 }
 
 /// The grpc and http addresses from the banner's first line, once it is in the log.

@@ -30,6 +30,9 @@ use crate::{LogError, LogMetrics};
 pub(crate) use flush::{FlushDeps, run_flusher};
 use open_segment::{OpenBatch, OpenSegment, PendingAppend};
 
+/// How often a draining partition checks whether its last commit landed.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
 /// Offsets given to one acknowledged append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AppendAck {
@@ -215,10 +218,14 @@ impl Writer {
     /// increasing offsets even though their acknowledgements come later. Buffer space is
     /// taken only once the partition is led here: a produce waiting for a leader holds none,
     /// so it cannot starve produces to partitions that are led.
+    /// `expect_leader` names the agent the cluster's view says leads the partition, if not
+    /// this one; `view_leaders` changes whenever that view's leaders do, so an append that
+    /// waits for a partition in handoff learns its new leader at once.
     pub(crate) async fn append(
         &self,
         request: AppendRequest,
         expect_leader: impl Fn() -> Option<String>,
+        mut view_leaders: watch::Receiver<u64>,
     ) -> Result<AppendReceiver, LogError> {
         let bytes = request.bytes();
         let permits = u32::try_from(bytes.max(1)).map_err(|_| {
@@ -301,14 +308,18 @@ impl Writer {
                     leader: Some(leader),
                 });
             }
-            let timed_out = tokio::time::timeout_at(deadline, leaders_changed.changed())
-                .await
-                .is_err();
+            let changed = async {
+                tokio::select! {
+                    _ = leaders_changed.changed() => {}
+                    _ = view_leaders.changed() => {}
+                }
+            };
+            let timed_out = tokio::time::timeout_at(deadline, changed).await.is_err();
             if timed_out {
                 return Err(LogError::NotLeader {
                     topic: request_ref.topic.name.clone(),
                     partition: request_ref.partition,
-                    leader: None,
+                    leader: expect_leader(),
                 });
             }
         }
@@ -534,6 +545,33 @@ impl Writer {
             .send_modify(|generation| *generation += 1);
     }
 
+    /// Stops taking appends for `key` and waits, at most `wait`, until every append it took
+    /// is committed or failed (the open segment is sealed at once for it). Returns whether
+    /// it drained; the caller then stops leading the partition and releases it, and a
+    /// graceful handoff fails nothing that was appended.
+    pub(crate) async fn drain(&self, key: PartitionKey, wait: Duration) -> bool {
+        {
+            let mut state = self.lock();
+            let Some(leader) = state.leaders.get_mut(&key) else {
+                return true;
+            };
+            leader.accepting = false;
+            state.seal_requested = true;
+        }
+        self.shared.flush_wakeup.notify_one();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let pending = self.lock().pending.values().any(|p| p.key == key);
+            if !pending {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+
     /// Stops leading a partition; its uncommitted appends fail with `error`.
     pub(crate) fn remove_leader(&self, key: PartitionKey, error: &LogError) {
         let mut state = self.lock();
@@ -709,14 +747,21 @@ mod tests {
             let mut unled = request(&topic);
             unled.key = (topic.id, 1);
             unled.partition = 1;
-            tokio::spawn(async move { writer.append(unled, || None).await.map(|_| ()) })
+            tokio::spawn(async move {
+                writer
+                    .append(unled, || None, watch::channel(0).1)
+                    .await
+                    .map(|_| ())
+            })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !waiting.is_finished(),
             "the unled append waits for a leader"
         );
-        let appended = writer.append(request(&topic), || None).await;
+        let appended = writer
+            .append(request(&topic), || None, watch::channel(0).1)
+            .await;
         assert!(
             appended.is_ok(),
             "the led append found buffer space: {:?}",
@@ -740,7 +785,10 @@ mod tests {
         let topic = topic();
         let key = (topic.id, 0);
         writer.install_leader(key, "t", claim(10));
-        let pending = writer.append(request(&topic), || None).await.unwrap();
+        let pending = writer
+            .append(request(&topic), || None, watch::channel(0).1)
+            .await
+            .unwrap();
         // The flusher takes the open segment for upload ...
         let in_flight = writer.lock().open.take();
         let chunk_generation = in_flight[&key].generation;

@@ -641,7 +641,7 @@ async fn producer_state_is_written_when_it_changes_and_expires_by_the_agent_cloc
     for ticket in tickets {
         ticket.wait().await.unwrap();
     }
-    let topic = h.log().describe_topic("many").unwrap().0;
+    let topic = h.log().describe_topic("many").await.unwrap().0;
     let keys = harness::test_keys();
     let count_producers = || async {
         h.meta()
