@@ -1575,3 +1575,67 @@ async fn any_agent_accepts_a_produce_for_any_partition_and_forwards_it_to_the_le
     b.shutdown().await;
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_sends_each_partitions_produce_to_its_leader() {
+    let f = Fixture::start(Backends::EtcdS3).await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = second_agent(&f, b_dir.path(), None).await;
+    let partitions = 8u32;
+    create_split_topic(&f, &b, "routed", partitions).await;
+    let on_b: Vec<u32> = (0..partitions)
+        .filter(|p| b.log().leads("routed", *p))
+        .collect();
+    let a_addr = format!("http://{}", f.agent().grpc_addr());
+    let forwarded = |body: &str| series::<u64>(body, "shale_agent_forwarded_requests_total");
+
+    // Connected to A only; each partition's produce goes to its leader: A forwards nothing.
+    let routed = shale_client::Client::connect(&a_addr).await.unwrap();
+    for partition in 0..partitions {
+        let request = shale_client::ProduceRequest::new(
+            "routed",
+            [shale_client::Record::new(format!("routed-{partition}"))],
+        )
+        .with_partition(partition);
+        let ack = routed.produce(request).await.unwrap();
+        assert_eq!(ack.partitions[0].partition, partition);
+    }
+    // A producer for one partition streams to its leader.
+    let producer = routed
+        .partition_producer("routed", on_b[0], shale_client::ProducerOptions::default())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let request = shale_client::ProduceRequest::new(
+            "routed",
+            [shale_client::Record::new(format!("stream-{i}"))],
+        )
+        .with_partition(on_b[0]);
+        producer.send(request).await.unwrap();
+    }
+    assert_eq!(
+        forwarded(&scrape(&f).await),
+        0,
+        "A forwarded routed produces"
+    );
+
+    // Without routing, A forwards B's partitions.
+    let unrouted = shale_client::Client::connect_with(
+        &a_addr,
+        shale_client::ClientOptions {
+            route_to_leaders: false,
+            ..shale_client::ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    for partition in &on_b {
+        let request =
+            shale_client::ProduceRequest::new("routed", [shale_client::Record::new("via-a")])
+                .with_partition(*partition);
+        unrouted.produce(request).await.unwrap();
+    }
+    assert_eq!(forwarded(&scrape(&f).await), on_b.len() as u64);
+    b.shutdown().await;
+    f.shutdown().await;
+}

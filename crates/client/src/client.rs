@@ -30,6 +30,11 @@ pub struct ClientOptions {
     pub keep_alive_interval: Duration,
     /// Trust roots and client certificate for `https://` addresses.
     pub tls: crate::ClientTls,
+    /// Send each single-partition produce straight to the partition's leader (found with
+    /// `DescribeCluster`, dialled with the same scheme and TLS settings) instead of through
+    /// the connected agent, which would forward it. Anything in doubt goes to the connected
+    /// agent.
+    pub route_to_leaders: bool,
 }
 
 impl Default for ClientOptions {
@@ -38,6 +43,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             keep_alive_interval: Duration::from_secs(20),
             tls: crate::ClientTls::default(),
+            route_to_leaders: true,
         }
     }
 }
@@ -51,6 +57,8 @@ pub struct Client {
     groups: GroupServiceClient<Channel>,
     /// Ask fetches for stored batches and decode them here ([`Encoding::Client`]).
     fetch_batches: bool,
+    /// Where each partition's leader is, when produces are routed to leaders.
+    routes: Option<Arc<crate::route::Routes>>,
 }
 
 /// Largest HTTP/2 frame the SDK accepts from an agent.
@@ -67,6 +75,10 @@ impl Client {
     /// Connects with `options`; an `https://` address uses `options.tls`.
     pub async fn connect_with(addr: &str, options: ClientOptions) -> Result<Self, ClientError> {
         let (shown, uri) = parse_address(addr)?;
+        let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+        let home = uri
+            .authority()
+            .map_or_else(String::new, |authority| authority.as_str().to_owned());
         let configure = |endpoint: Endpoint| {
             endpoint
                 .connect_timeout(options.connect_timeout)
@@ -98,7 +110,26 @@ impl Client {
             configure(Endpoint::from(uri)).connect().await
         }
         .map_err(|error| ClientError::unreachable(&shown, &error))?;
-        Ok(Self::from_channel(channel, &shown))
+        let mut client = Self::from_channel(channel, &shown);
+        if options.route_to_leaders {
+            client.routes = Some(crate::route::Routes::new(&scheme, &home, options));
+        }
+        Ok(client)
+    }
+
+    /// [`Client::connect_with`] without routing: a connection to one leader.
+    pub(crate) async fn connect_unrouted(
+        addr: &str,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        Self::connect_with(
+            addr,
+            ClientOptions {
+                route_to_leaders: false,
+                ..options
+            },
+        )
+        .await
     }
 
     /// Connects to the first of `addrs` that answers, trying them in order: the agents of a
@@ -141,6 +172,7 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             fetch_batches: true,
+            routes: None,
         }
     }
 
@@ -282,8 +314,36 @@ impl Client {
 
     /// Appends records and returns once they are durable. For throughput, use a
     /// [`Producer`], which pipelines requests over one stream.
+    ///
+    /// A request for one partition goes to the partition's leader when
+    /// [`ClientOptions::route_to_leaders`] is on (the default), else, or when that fails
+    /// without writing anything, to the connected agent.
     pub async fn produce(&self, request: ProduceRequest) -> Result<ProduceAck, ClientError> {
         let request = request.into_wire()?;
+        if let (Some(routes), Some(partition)) = (&self.routes, request.partition)
+            && let Some(leader) = routes.leader(self, &request.topic, partition).await
+        {
+            match leader.log.clone().produce(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().into()),
+                Err(status) => {
+                    let error = leader.status(&status);
+                    if !error.has_no_side_effects() {
+                        // It may have been written: the caller decides about a retry.
+                        routes.learn(&request.topic, partition, None);
+                        return Err(error);
+                    }
+                    if matches!(error, ClientError::Unreachable { .. }) {
+                        routes.forget(leader.addr().split("://").nth(1).unwrap_or_default());
+                    } else {
+                        routes.learn(&request.topic, partition, error.leader_addr());
+                    }
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    // Nothing was written: the connected agent takes it (and forwards it).
+                }
+            }
+        }
         let response = self
             .log
             .clone()
@@ -294,9 +354,33 @@ impl Client {
         Ok(response.into())
     }
 
-    /// Opens a pipelined producer over one `ProduceStream`.
+    /// Opens a pipelined producer over one `ProduceStream` to the connected agent, which
+    /// forwards each request to its partition's leader.
     pub async fn producer(&self, options: ProducerOptions) -> Result<Producer, ClientError> {
         Producer::open(self.log.clone(), Arc::clone(&self.addr), options).await
+    }
+
+    /// Opens a pipelined producer for requests to one partition, on a stream to that
+    /// partition's leader when [`ClientOptions::route_to_leaders`] is on and the leader can be
+    /// dialled (else to the connected agent). If the leader moves later, the old one forwards.
+    pub async fn partition_producer(
+        &self,
+        topic: &str,
+        partition: u32,
+        options: ProducerOptions,
+    ) -> Result<Producer, ClientError> {
+        if let Some(routes) = &self.routes
+            && let Some(leader) = routes.leader(self, topic, partition).await
+        {
+            match leader.producer(options).await {
+                Ok(producer) => return Ok(producer),
+                Err(error) => {
+                    tracing::debug!(addr = %leader.addr(), %error, "cannot open a stream to the partition's leader; using the connected agent");
+                    routes.forget(leader.addr().split("://").nth(1).unwrap_or_default());
+                }
+            }
+        }
+        self.producer(options).await
     }
 
     // ---- fetch ----

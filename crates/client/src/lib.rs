@@ -36,6 +36,7 @@ mod offsets;
 mod produce;
 mod producer;
 mod record;
+mod route;
 mod tls;
 mod topic;
 

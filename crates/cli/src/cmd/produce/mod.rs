@@ -64,11 +64,18 @@ pub(crate) async fn run(addr: &Target, args: ProduceArgs) -> Result<ExitCode> {
             description.topic.partitions
         );
     }
-    let producer = client
-        .producer(ProducerOptions {
-            max_in_flight: args.max_in_flight as usize,
-        })
-        .await?;
+    let options = ProducerOptions {
+        max_in_flight: args.max_in_flight as usize,
+    };
+    // One partition: straight to its leader. Several: the agent forwards each request.
+    let producer = match args.partition {
+        Some(partition) => {
+            client
+                .partition_producer(&args.topic, partition, options)
+                .await?
+        }
+        None => client.producer(options).await?,
+    };
     let lines = spawn_line_reader(std::io::stdin());
     let run = Pump::new(&args, producer).run(lines).await;
     match run.failure_message(&args.topic) {
