@@ -1639,3 +1639,108 @@ async fn the_sdk_sends_each_partitions_produce_to_its_leader() {
     b.shutdown().await;
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_from_the_object_store_fails_cleanly_and_recovers() {
+    use shale_testkit::{Fault, FaultProxy};
+    let f = Fixture::start(Backends::EtcdS3).await;
+    let s3 = f.s3.as_ref().unwrap();
+    let upstream: std::net::SocketAddr =
+        s3.endpoint().trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultProxy::start(upstream).unwrap();
+    // Agent B reaches the bucket through the proxy, with short store timeouts.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_store = s3
+        .store_url("shale-grpc-test", "c1")
+        .replace(&s3.endpoint(), &format!("http://{}", proxy.addr()))
+        + "&request_timeout_ms=1500&connect_timeout_ms=500&max_attempts=1";
+    let b = RunningAgent::start(AgentConfig {
+        metadata: format!("etcd://{}", f.etcd.as_ref().unwrap().host_port()),
+        object_store: b_store,
+        ..test_config("grpc-test-b", b_dir.path())
+    })
+    .await
+    .unwrap();
+    create_split_topic(&f, &b, "cutoff", 4).await;
+    let on_a = (0..4)
+        .find(|p| f.agent().log().leads("cutoff", *p))
+        .unwrap();
+    let on_b = (0..4).find(|p| b.log().leads("cutoff", *p)).unwrap();
+    let client = shale_client::Client::connect(&format!("http://{}", f.agent().grpc_addr()))
+        .await
+        .unwrap();
+    let send = |partition: u32, value: String| {
+        let client = client.clone();
+        async move {
+            client
+                .produce(
+                    shale_client::ProduceRequest::new("cutoff", [shale_client::Record::new(value)])
+                        .with_partition(partition),
+                )
+                .await
+        }
+    };
+    send(on_b, "b-before".to_owned()).await.unwrap();
+    assert!(
+        proxy.bytes_passed() > 0,
+        "b's uploads did not go through the proxy"
+    );
+
+    proxy.set(Fault::Blackhole);
+    // B cannot upload: its produce fails with a retryable error that names the object
+    // store; A carries on meanwhile.
+    let failed = send(on_b, "b-during".to_owned()).await.unwrap_err();
+    assert!(failed.is_retryable(), "{failed}");
+    assert_eq!(failed.code(), Code::Unavailable, "{failed}");
+    assert!(failed.message().contains("object store"), "{failed}");
+    for i in 0..5 {
+        send(on_a, format!("a-during-{i}")).await.unwrap();
+    }
+
+    // The path comes back: B recovers without a restart.
+    proxy.set(Fault::None);
+    let mut recovered = None;
+    for attempt in 0..40 {
+        match send(on_b, format!("b-after-{attempt}")).await {
+            Ok(_) => {
+                recovered = Some(format!("b-after-{attempt}"));
+                break;
+            }
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let recovered = recovered.expect("b did not recover after the path came back");
+    let read = |partition: u32| {
+        let client = client.clone();
+        async move {
+            client
+                .fetch(
+                    "cutoff",
+                    partition,
+                    0,
+                    shale_client::FetchOptions::default(),
+                )
+                .await
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    // What failed was not written; what was acknowledged is there, in order.
+    let on_b_values = read(on_b).await;
+    assert_eq!(on_b_values.first().map(String::as_str), Some("b-before"));
+    assert_eq!(on_b_values.last(), Some(&recovered));
+    assert!(
+        !on_b_values.iter().any(|v| v == "b-during"),
+        "{on_b_values:?}"
+    );
+    assert_eq!(read(on_a).await.len(), 5);
+    drop(proxy);
+    b.shutdown().await;
+    f.shutdown().await;
+}

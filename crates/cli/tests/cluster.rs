@@ -1,7 +1,8 @@
 //! Three `shale agent` processes over one etcd and one moto, under continuous produce from
 //! idempotent producers and tailing reads, while a random agent is killed with SIGKILL again
-//! and again (and restarted, at once or after its lease ran out). Then every partition is
-//! read back and checked:
+//! and again (and restarted, at once or after its lease ran out) or frozen with SIGSTOP past
+//! its lease and woken; and while every agent is restarted in turn with SIGTERM. Then every
+//! partition is read back and checked:
 //!
 //! - offsets are dense from 0 to the high watermark;
 //! - every acknowledged record is there exactly once, at the offset its ack named, and each
@@ -123,6 +124,16 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to a node's process.
+    fn signal(&self, index: usize, signal: &str) {
+        let pid = self.nodes[index].process.as_ref().unwrap().pid();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     fn kill9(&mut self, index: usize) {
@@ -404,6 +415,18 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_readers_see_no_gap() {
     for cycle in 0..cycles {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let victim = (rng() % AGENTS as u64) as usize;
+        if cycle % 4 == 3 {
+            // Frozen past its lease: its partitions move on; when it wakes it must commit
+            // nothing more (its fence is gone) and rejoin.
+            cluster.signal(victim, "STOP");
+            tokio::time::sleep(Duration::from_millis(3500)).await;
+            cluster.signal(victim, "CONT");
+            eprintln!(
+                "cycle {cycle}: froze {} past its lease",
+                cluster.nodes[victim].id
+            );
+            continue;
+        }
         cluster.kill9(victim);
         // Every third kill waits out the lease (the crash path: partitions move when it
         // expires); the others restart at once (the restarted process takes its own

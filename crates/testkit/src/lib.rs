@@ -18,12 +18,14 @@ mod binaries;
 mod etcd;
 mod pki;
 mod process;
+mod proxy;
 mod s3;
 
 pub use binaries::{BinaryNotFound, find_binary};
 pub use etcd::{Etcd, EtcdTlsFiles};
 pub use pki::TestPki;
 pub use process::{ChildGuard, free_port, wait_for_http};
+pub use proxy::{Fault, FaultProxy};
 pub use s3::{S3Kind, S3Server, TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
 
 /// Errors while starting a test server.
