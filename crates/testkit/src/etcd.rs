@@ -29,7 +29,12 @@ pub struct Etcd {
     process: ChildGuard,
     client_port: u16,
     tls: bool,
-    _data: TempDir,
+    /// How it was started, so [`Etcd::restart`] can start it again the same way.
+    binary: std::path::PathBuf,
+    args: Vec<std::ffi::OsString>,
+    health_port: u16,
+    restarts: u32,
+    data: TempDir,
 }
 
 impl Etcd {
@@ -111,6 +116,7 @@ impl Etcd {
                 metrics_port
             }
         };
+        let args: Vec<std::ffi::OsString> = command.get_args().map(ToOwned::to_owned).collect();
         let mut process = ChildGuard::spawn("etcd", command, &data.path().join("etcd.log"))?;
         process.wait_until(Duration::from_secs(20), || {
             wait_for_http(health_port, "/health", |code| code == 200)
@@ -119,8 +125,29 @@ impl Etcd {
             process,
             client_port,
             tls: tls.is_some(),
-            _data: data,
+            binary: binary.to_owned(),
+            args,
+            health_port,
+            restarts: 0,
+            data,
         })
+    }
+
+    /// Kills etcd (SIGKILL) and starts it again on the same data and ports, as after a crash
+    /// of its machine; waits until it is healthy.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        self.process.kill();
+        self.restarts += 1;
+        let log = self.data.path().join(format!("etcd-{}.log", self.restarts));
+        let mut command = Command::new(&self.binary);
+        command.args(&self.args);
+        let mut process = ChildGuard::spawn("etcd", command, &log)?;
+        let health_port = self.health_port;
+        process.wait_until(Duration::from_secs(20), || {
+            wait_for_http(health_port, "/health", |code| code == 200)
+        })?;
+        self.process = process;
+        Ok(())
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` when started with TLS).
