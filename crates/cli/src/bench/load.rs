@@ -194,11 +194,18 @@ async fn run_worker(
     filler: Bytes,
     acked: Arc<AtomicU64>,
 ) -> Result<LoadTotals> {
-    let producer = client
-        .producer(ProducerOptions {
-            max_in_flight: plan.max_in_flight,
-        })
-        .await?;
+    let options = ProducerOptions {
+        max_in_flight: plan.max_in_flight,
+    };
+    // A worker that keeps to one partition streams to its leader (in a cluster, no
+    // forwarding hop); one that rotates goes through the connected agent.
+    let producer = if concurrency.is_multiple_of(plan.partitions) {
+        client
+            .partition_producer(&plan.topic, worker % plan.partitions, options)
+            .await?
+    } else {
+        client.producer(options).await?
+    };
     let mut totals = LoadTotals {
         records: 0,
         bytes: 0,
