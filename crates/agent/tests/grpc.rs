@@ -1744,3 +1744,54 @@ async fn an_agent_cut_off_from_the_object_store_fails_cleanly_and_recovers() {
     b.shutdown().await;
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_names_its_zone_talks_to_an_agent_in_it() {
+    let f = Fixture::start_with(Backends::EtcdS3, |config| {
+        config.zone = Some("zone-a".to_owned());
+    })
+    .await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = second_agent(&f, b_dir.path(), Some("zone-b")).await;
+    create_split_topic(&f, &b, "zoned", 2).await;
+    let a_addr = format!("http://{}", f.agent().grpc_addr());
+    let b_addr = format!("http://{}", b.grpc_addr());
+    let in_zone = |zone: &str| shale_client::ClientOptions {
+        zone: Some(zone.to_owned()),
+        ..shale_client::ClientOptions::default()
+    };
+    let client = shale_client::Client::connect_with(&a_addr, in_zone("zone-b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.addr(),
+        b_addr,
+        "dialled a, but b is the agent in zone-b"
+    );
+    // It serves everything, produces to a's partitions included.
+    for partition in 0..2 {
+        client
+            .produce(
+                shale_client::ProduceRequest::new("zoned", [shale_client::Record::new("z")])
+                    .with_partition(partition),
+            )
+            .await
+            .unwrap();
+        let fetched = client
+            .fetch("zoned", partition, 0, shale_client::FetchOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(fetched.records.len(), 1);
+    }
+    // Already in its zone, or no agent in it: the agent dialled.
+    let same = shale_client::Client::connect_with(&a_addr, in_zone("zone-a"))
+        .await
+        .unwrap();
+    assert_eq!(same.addr(), a_addr);
+    let nowhere = shale_client::Client::connect_with(&a_addr, in_zone("zone-c"))
+        .await
+        .unwrap();
+    assert_eq!(nowhere.addr(), a_addr);
+    b.shutdown().await;
+    f.shutdown().await;
+}

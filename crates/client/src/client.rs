@@ -35,6 +35,11 @@ pub struct ClientOptions {
     /// the connected agent, which would forward it. Anything in doubt goes to the connected
     /// agent.
     pub route_to_leaders: bool,
+    /// The zone this client runs in (e.g. `us-east-1a`, what agents are started with as
+    /// `--zone`). When the agent dialled is in another zone and one in this zone is up, the
+    /// client talks to that one instead: fetches are served by any agent, so consumers then
+    /// cause no cross-zone traffic. Produces still go to each partition's leader.
+    pub zone: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +49,7 @@ impl Default for ClientOptions {
             keep_alive_interval: Duration::from_secs(20),
             tls: crate::ClientTls::default(),
             route_to_leaders: true,
+            zone: None,
         }
     }
 }
@@ -111,10 +117,48 @@ impl Client {
         }
         .map_err(|error| ClientError::unreachable(&shown, &error))?;
         let mut client = Self::from_channel(channel, &shown);
+        let zone = options.zone.clone();
         if options.route_to_leaders {
-            client.routes = Some(crate::route::Routes::new(&scheme, &home, options));
+            client.routes = Some(crate::route::Routes::new(&scheme, &home, options.clone()));
         }
-        Ok(client)
+        match zone {
+            Some(zone) => Ok(client.in_zone(&zone, &scheme, &home, options).await),
+            None => Ok(client),
+        }
+    }
+
+    /// This client, or one connected to an agent in `zone` when this one's agent is
+    /// elsewhere. Anything that fails keeps this one.
+    async fn in_zone(self, zone: &str, scheme: &str, home: &str, options: ClientOptions) -> Self {
+        let Ok(cluster) = self.describe_cluster().await else {
+            return self;
+        };
+        let local: Vec<&crate::AgentInfo> = cluster
+            .agents
+            .iter()
+            .filter(|agent| agent.zone.as_deref() == Some(zone) && !agent.grpc_addr.is_empty())
+            .collect();
+        if local.is_empty() || local.iter().any(|agent| agent.grpc_addr == home) {
+            return self;
+        }
+        // Spread the clients of one zone over its agents.
+        let pick = local[std::process::id() as usize % local.len()];
+        let addr = format!("{scheme}://{}", pick.grpc_addr);
+        let options = ClientOptions {
+            zone: None,
+            ..options
+        };
+        match Box::pin(Self::connect_with(&addr, options)).await {
+            Ok(client) => client.with_fetch_encoding(if self.fetch_batches {
+                Encoding::Client
+            } else {
+                Encoding::Agent
+            }),
+            Err(error) => {
+                tracing::debug!(%addr, %error, "cannot dial an agent in this client's zone; staying on the agent dialled");
+                self
+            }
+        }
     }
 
     /// [`Client::connect_with`] without routing: a connection to one leader.
