@@ -47,7 +47,7 @@ struct Cluster {
     nodes: Vec<Node>,
     /// The gRPC address of each node while it runs.
     addrs: Arc<Mutex<Vec<Option<String>>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     // Dropped last: the servers outlive the agents.
     etcd: Etcd,
     s3: S3Server,
@@ -69,7 +69,7 @@ impl Cluster {
         let mut cluster = Self {
             nodes,
             addrs: Arc::new(Mutex::new(vec![None; AGENTS])),
-            _dir: dir,
+            dir,
             etcd,
             s3,
         };
@@ -82,6 +82,17 @@ impl Cluster {
     fn launch(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         node.starts += 1;
+        let command = self.command(&self.nodes[index].id, &self.nodes[index].dir);
+        let node = &mut self.nodes[index];
+        let log = node.dir.join(format!("agent-{}.log", node.starts));
+        std::fs::create_dir_all(&node.dir).unwrap();
+        let (process, grpc, _http) = support::spawn_agent(&node.id, command, &log);
+        node.process = Some(process);
+        self.addrs.lock().unwrap()[index] = Some(grpc);
+    }
+
+    /// The `shale agent` command of agent `id` keeping its cache under `dir`.
+    fn command(&self, id: &str, dir: &std::path::Path) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shale"));
         command
             .arg("agent")
@@ -90,19 +101,15 @@ impl Cluster {
             .env("SHALE_LEASE_TTL", LEASE_TTL)
             .args(["--flush-interval", "20ms", "--cache-size", "64MiB"])
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--agent-id", &node.id])
+            .args(["--agent-id", id])
             .arg("--metadata")
             .arg(format!("etcd://{}", self.etcd.host_port()))
             .arg("--object-store")
             .arg(self.s3.store_url("shale-chaos", "cluster"))
             .arg("--create-bucket")
             .arg("--cache-dir")
-            .arg(node.dir.join("cache"));
-        let log = node.dir.join(format!("agent-{}.log", node.starts));
-        std::fs::create_dir_all(&node.dir).unwrap();
-        let (process, grpc, _http) = support::spawn_agent(&node.id, command, &log);
-        node.process = Some(process);
-        self.addrs.lock().unwrap()[index] = Some(grpc);
+            .arg(dir.join("cache"));
+        command
     }
 
     /// SIGTERM, and waits for the process to exit.
@@ -567,4 +574,47 @@ async fn etcd_restarted_under_load_loses_nothing_and_readers_see_no_gap() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let longest = load.finish_and_check(&cluster).await;
     eprintln!("etcd restarts; longest wait for one ack, per partition: {longest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_a_live_agents_id_fails_clearly_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let clients = Clients::default();
+    let client = clients.any(&cluster.addrs, 0).await.unwrap();
+    client
+        .create_topic(TOPIC, PARTITIONS, BTreeMap::new())
+        .await
+        .unwrap();
+    let leaders = || async {
+        loop {
+            let topic = client.describe_topic(TOPIC).await.unwrap();
+            if topic.partitions.iter().all(|p| p.leader.is_some()) {
+                return topic
+                    .partitions
+                    .into_iter()
+                    .map(|p| (p.partition, p.leader, p.leader_epoch))
+                    .collect::<Vec<_>>();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let before = leaders().await;
+    // Same id as a running agent, its own cache folder (so no lease file of the first).
+    let dir = cluster.dir.path().join("impostor");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = cluster.command("chaos-0", &dir);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the second process started:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("is registered by another live process"),
+        "no clear reason:\n{stderr}"
+    );
+    // Nothing moved: same leaders, same epochs.
+    assert_eq!(leaders().await, before);
 }
