@@ -1795,3 +1795,114 @@ async fn a_client_that_names_its_zone_talks_to_an_agent_in_it() {
     b.shutdown().await;
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_from_etcd_gives_its_partitions_up_and_rejoins() {
+    use shale_testkit::{Fault, FaultProxy};
+    let lease_ttl = Duration::from_secs(2);
+    let f = Fixture::start_with(Backends::EtcdS3, |config| config.lease_ttl = lease_ttl).await;
+    let etcd_addr: std::net::SocketAddr = f.etcd.as_ref().unwrap().host_port().parse().unwrap();
+    let proxy = FaultProxy::start(etcd_addr).unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = RunningAgent::start(AgentConfig {
+        metadata: format!("etcd://{}", proxy.addr()),
+        object_store: f.s3.as_ref().unwrap().store_url("shale-grpc-test", "c1"),
+        lease_ttl,
+        ..test_config("grpc-test-b", b_dir.path())
+    })
+    .await
+    .unwrap();
+    create_split_topic(&f, &b, "partitioned", 8).await;
+    let on_b = (0..8).find(|p| b.log().leads("partitioned", *p)).unwrap();
+    let client = shale_client::Client::connect(&format!("http://{}", f.agent().grpc_addr()))
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut send = async |value: String| -> Result<(), shale_client::ClientError> {
+        client
+            .produce(
+                shale_client::ProduceRequest::new(
+                    "partitioned",
+                    [shale_client::Record::new(value.clone())],
+                )
+                .with_partition(on_b),
+            )
+            .await?;
+        acked.push(value);
+        Ok(())
+    };
+    send("before".to_owned()).await.unwrap();
+
+    // B loses etcd: its lease runs out, A takes its partitions, produces carry on via A.
+    proxy.set(Fault::Blackhole);
+    let mut moved = false;
+    for attempt in 0..100 {
+        if f.agent().log().leads("partitioned", on_b) {
+            moved = true;
+            break;
+        }
+        let _ = send(format!("during-{attempt}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(moved, "a did not take b's partition after b lost etcd");
+    assert!(
+        !b.log().leads("partitioned", on_b),
+        "b still leads after losing its lease"
+    );
+    for i in 0..3 {
+        send(format!("moved-{i}")).await.unwrap();
+    }
+
+    // The path returns: B registers again and gets its share back by handoff.
+    proxy.set(Fault::None);
+    let mut back = false;
+    for attempt in 0..150 {
+        let _ = send(format!("after-{attempt}")).await;
+        if b.log().is_ready() && b.log().leads("partitioned", on_b) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "b did not take its partition back after etcd returned"
+    );
+    send("end".to_owned()).await.unwrap();
+
+    // Every acknowledged record is there once, in order, offsets dense.
+    let mut stored = Vec::new();
+    loop {
+        let batch = client
+            .fetch(
+                "partitioned",
+                on_b,
+                stored.len() as i64,
+                shale_client::FetchOptions::default(),
+            )
+            .await
+            .unwrap();
+        if batch.records.is_empty() {
+            break;
+        }
+        for record in batch.records {
+            assert_eq!(record.offset, stored.len() as i64);
+            stored.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    let acked_set: std::collections::HashSet<&String> = acked.iter().collect();
+    let stored_acked: Vec<&String> = stored.iter().filter(|v| acked_set.contains(v)).collect();
+    assert_eq!(
+        stored_acked,
+        acked.iter().collect::<Vec<_>>(),
+        "acknowledged records lost or reordered"
+    );
+    let mut unique = std::collections::HashSet::new();
+    assert!(
+        stored.iter().all(|v| unique.insert(v)),
+        "a record is stored twice: {stored:?}"
+    );
+    drop(proxy);
+    b.shutdown().await;
+    f.shutdown().await;
+}
