@@ -115,21 +115,8 @@ impl Cluster {
     /// SIGTERM, and waits for the process to exit.
     fn stop(&mut self, index: usize) {
         self.addrs.lock().unwrap()[index] = None;
-        if let Some(mut process) = self.nodes[index].process.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &process.pid().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            let started = Instant::now();
-            while process.check_running().is_ok() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "agent did not stop on SIGTERM; log:\n{}",
-                    process.log_tail()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(process) = self.nodes[index].process.take() {
+            support::terminate(process);
         }
     }
 

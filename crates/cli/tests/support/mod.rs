@@ -134,21 +134,8 @@ impl Agent {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &process.pid().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            let started = Instant::now();
-            while process.check_running().is_ok() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "agent did not stop on SIGTERM; log:\n{}",
-                    process.log_tail()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(process) = self.process.take() {
+            terminate(process);
         }
     }
 
@@ -169,6 +156,24 @@ impl Agent {
             .as_ref()
             .map(ChildGuard::log_tail)
             .unwrap_or_default()
+    }
+}
+
+/// Sends SIGTERM and waits (at most 30 s) for the process to exit.
+pub fn terminate(mut process: ChildGuard) {
+    let status = Command::new("kill")
+        .args(["-TERM", &process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    while process.check_running().is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "agent did not stop on SIGTERM; log:\n{}",
+            process.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
