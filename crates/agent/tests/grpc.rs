@@ -1324,44 +1324,73 @@ async fn second_agent(f: &Fixture, dir: &std::path::Path, zone: Option<&str>) ->
 }
 
 /// Creates a topic and waits until every partition has a leader and both agents lead some;
-/// returns the cluster as the fixture's agent describes it then.
+/// returns the cluster as the fixture's agent describes it then. Placement follows the
+/// topic's random id, so a topic whose partitions all land on one agent (half the time for
+/// two partitions) is deleted and created again.
 async fn create_split_topic(
     f: &Fixture,
     b: &RunningAgent,
     name: &str,
     partitions: u32,
 ) -> v1::DescribeClusterResponse {
-    f.admin()
-        .create_topic(v1::CreateTopicRequest {
-            name: name.to_owned(),
-            partitions,
-            configs: HashMap::new(),
-        })
-        .await
-        .unwrap();
     let mut cluster = v1::DescribeClusterResponse::default();
-    for _ in 0..400 {
-        cluster = f
-            .admin()
-            .describe_cluster(v1::DescribeClusterRequest {})
+    for _attempt in 0..30 {
+        f.admin()
+            .create_topic(v1::CreateTopicRequest {
+                name: name.to_owned(),
+                partitions,
+                configs: HashMap::new(),
+            })
             .await
-            .unwrap()
-            .into_inner();
-        let leaders: Vec<&str> = cluster
-            .topics
-            .iter()
-            .filter(|topic| topic.topic.as_ref().is_some_and(|t| t.name == name))
-            .flat_map(|topic| topic.partitions.iter().map(|p| p.leader.as_str()))
-            .collect();
-        if cluster.agents.len() == 2
-            && leaders.len() == partitions as usize
-            && leaders.contains(&"grpc-test")
-            && leaders.contains(&"grpc-test-b")
-            && (0..partitions).all(|p| f.agent().log().leads(name, p) || b.log().leads(name, p))
-        {
-            return cluster;
+            .unwrap();
+        for _ in 0..400 {
+            cluster = f
+                .admin()
+                .describe_cluster(v1::DescribeClusterRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let leaders: Vec<&str> = cluster
+                .topics
+                .iter()
+                .filter(|topic| topic.topic.as_ref().is_some_and(|t| t.name == name))
+                .flat_map(|topic| topic.partitions.iter().map(|p| p.leader.as_str()))
+                .collect();
+            let settled = cluster.agents.len() == 2
+                && leaders.len() == partitions as usize
+                && leaders.iter().all(|leader| !leader.is_empty())
+                && (0..partitions)
+                    .all(|p| f.agent().log().leads(name, p) || b.log().leads(name, p));
+            if settled && leaders.contains(&"grpc-test") && leaders.contains(&"grpc-test-b") {
+                return cluster;
+            }
+            if settled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        f.admin()
+            .delete_topic(v1::DeleteTopicRequest {
+                name: name.to_owned(),
+            })
+            .await
+            .unwrap();
+        for _ in 0..400 {
+            let gone = |log: &shale_log::Log| (0..partitions).all(|p| !log.leads(name, p));
+            let listed = f
+                .admin()
+                .describe_cluster(v1::DescribeClusterRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .topics
+                .iter()
+                .any(|topic| topic.topic.as_ref().is_some_and(|t| t.name == name));
+            if !listed && gone(f.agent().log()) && gone(b.log()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
     panic!("the partitions of {name} were not split between both agents: {cluster:?}");
 }
