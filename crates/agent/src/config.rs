@@ -59,6 +59,14 @@ pub struct AgentConfig {
     /// TTL of the agent's metadata lease (failover time after a crash).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// Shortest session timeout a consumer-group member may ask for (Kafka's
+    /// `group.min.session.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub group_min_session_timeout: Duration,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (`group.initial.rebalance.delay.ms`).
+    #[serde(with = "humantime_serde")]
+    pub group_initial_rebalance_delay: Duration,
     /// Native gRPC API listener.
     pub grpc_addr: SocketAddr,
     /// `host:port` that clients and other agents dial for this agent's gRPC API, registered
@@ -203,6 +211,8 @@ impl Default for AgentConfig {
             backpressure_timeout: engine.backpressure_timeout,
             upload_concurrency: engine.upload_concurrency,
             lease_ttl: engine.lease_ttl,
+            group_min_session_timeout: engine.group_min_session_timeout,
+            group_initial_rebalance_delay: engine.group_initial_rebalance_delay,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             advertised_grpc_addr: None,
             zone: None,
@@ -241,6 +251,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "backpressure_timeout",
     "upload_concurrency",
     "lease_ttl",
+    "group_min_session_timeout",
+    "group_initial_rebalance_delay",
     "grpc_addr",
     "advertised_grpc_addr",
     "zone",
@@ -518,6 +530,8 @@ impl AgentConfig {
             backpressure_timeout: self.backpressure_timeout,
             upload_concurrency: self.upload_concurrency,
             lease_ttl: self.lease_ttl,
+            group_min_session_timeout: self.group_min_session_timeout,
+            group_initial_rebalance_delay: self.group_initial_rebalance_delay,
             zone: self.zone.clone(),
             ..LogConfig::default()
         }

@@ -12,6 +12,29 @@ pub const LEADER_ADDR_METADATA: &str = "shale-leader-addr";
 pub const NEXT_OFFSET_METADATA: &str = "shale-next-offset";
 /// Metadata key set to `unknown` when a produce may or may not have been applied.
 pub const OUTCOME_METADATA: &str = "shale-outcome";
+/// Metadata key carrying a group's coordinator (agent id) on NOT_COORDINATOR answers.
+pub const COORDINATOR_HINT_METADATA: &str = "shale-coordinator";
+/// Metadata key carrying the coordinator's advertised gRPC address.
+pub const COORDINATOR_ADDR_METADATA: &str = "shale-coordinator-addr";
+/// Metadata key naming a group-protocol error, so clients can tell them apart:
+/// `not-coordinator`, `unknown-member`, `illegal-generation`, `rebalance-in-progress`,
+/// `member-id-required`, `inconsistent-protocol`, `group-full`, `group-has-members`.
+pub const GROUP_ERROR_METADATA: &str = "shale-group-error";
+
+/// The token of [`GROUP_ERROR_METADATA`] for a group-protocol error.
+pub fn group_error_token(error: &LogError) -> Option<&'static str> {
+    Some(match error {
+        LogError::NotCoordinator { .. } => "not-coordinator",
+        LogError::UnknownMember { .. } => "unknown-member",
+        LogError::IllegalGeneration { .. } => "illegal-generation",
+        LogError::RebalanceInProgress { .. } => "rebalance-in-progress",
+        LogError::MemberIdRequired { .. } => "member-id-required",
+        LogError::InconsistentGroupProtocol { .. } => "inconsistent-protocol",
+        LogError::GroupFull { .. } => "group-full",
+        LogError::GroupHasMembers { .. } => "group-has-members",
+        _ => return None,
+    })
+}
 
 /// The gRPC code for an engine error.
 pub fn code_for(error: &LogError) -> Code {
@@ -29,7 +52,10 @@ pub fn code_for(error: &LogError) -> Code {
         | LogError::StorageRefused(_)
         | LogError::ProducerFenced { .. }
         | LogError::OutOfOrderSequence { .. }
-        | LogError::UnknownProducer { .. } => Code::FailedPrecondition,
+        | LogError::UnknownProducer { .. }
+        | LogError::MemberIdRequired { .. }
+        | LogError::InconsistentGroupProtocol { .. }
+        | LogError::GroupHasMembers { .. } => Code::FailedPrecondition,
         LogError::Backpressure { .. } | LogError::Busy(_) | LogError::MetaFull(_) => {
             Code::ResourceExhausted
         }
@@ -37,8 +63,14 @@ pub fn code_for(error: &LogError) -> Code {
         | LogError::StorageUnavailable(_)
         | LogError::MetaUnavailable(_)
         | LogError::OutcomeUnknown(_)
-        | LogError::ShuttingDown => Code::Unavailable,
+        | LogError::ShuttingDown
+        | LogError::NotCoordinator { .. } => Code::Unavailable,
         LogError::CorruptData(_) => Code::DataLoss,
+        // All three mean: rejoin the group.
+        LogError::UnknownMember { .. }
+        | LogError::IllegalGeneration { .. }
+        | LogError::RebalanceInProgress { .. } => Code::Aborted,
+        LogError::GroupFull { .. } => Code::ResourceExhausted,
         LogError::Internal(_) => Code::Internal,
         LogError::Remote { failure, .. } => match failure {
             RemoteFailure::Invalid => Code::InvalidArgument,
@@ -73,6 +105,17 @@ pub fn to_status_in(log: &Log, error: &LogError) -> Status {
     {
         status.metadata_mut().insert(LEADER_ADDR_METADATA, value);
     }
+    if let LogError::NotCoordinator {
+        coordinator: Some(coordinator),
+        ..
+    } = error
+        && let Some(addr) = log.agent_grpc_addr(coordinator)
+        && let Ok(value) = addr.parse()
+    {
+        status
+            .metadata_mut()
+            .insert(COORDINATOR_ADDR_METADATA, value);
+    }
     status
 }
 
@@ -99,7 +142,23 @@ pub fn to_status(error: &LogError) -> Status {
                 tonic::metadata::MetadataValue::from_static("unknown"),
             );
         }
+        LogError::NotCoordinator {
+            coordinator: Some(coordinator),
+            ..
+        } => {
+            if let Ok(value) = coordinator.parse() {
+                status
+                    .metadata_mut()
+                    .insert(COORDINATOR_HINT_METADATA, value);
+            }
+        }
         _ => {}
+    }
+    if let Some(token) = group_error_token(error) {
+        status.metadata_mut().insert(
+            GROUP_ERROR_METADATA,
+            tonic::metadata::MetadataValue::from_static(token),
+        );
     }
     status
 }

@@ -541,6 +541,7 @@ async fn group_offsets_commit_and_fetch(backends: Backends) {
                 offset: 5,
                 metadata: "m".to_owned(),
             }],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -564,6 +565,7 @@ async fn group_offsets_commit_and_fetch(backends: Backends) {
                 group: String::new(),
                 topic: "orders".to_owned(),
                 offsets: vec![],
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -579,6 +581,7 @@ async fn group_offsets_commit_and_fetch(backends: Backends) {
                     offset: 1,
                     metadata: String::new(),
                 }],
+                ..Default::default()
             })
             .await,
         Code::NotFound,

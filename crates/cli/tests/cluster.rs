@@ -99,6 +99,8 @@ impl Cluster {
             .env_remove("SHALE_ADDR")
             .env("RUST_LOG", "info")
             .env("SHALE_LEASE_TTL", LEASE_TTL)
+            .env("SHALE_GROUP_MIN_SESSION_TIMEOUT", "500ms")
+            .env("SHALE_GROUP_INITIAL_REBALANCE_DELAY", "300ms")
             .args(["--flush-interval", "20ms", "--cache-size", "64MiB"])
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--agent-id", id])
@@ -604,4 +606,208 @@ async fn a_second_process_with_a_live_agents_id_fails_clearly_and_changes_nothin
     );
     // Nothing moved: same leaders, same epochs.
     assert_eq!(leaders().await, before);
+}
+
+/// One `shale consume --group G --follow` process.
+struct Member {
+    process: Option<ChildGuard>,
+    output: PathBuf,
+}
+
+impl Member {
+    fn start(cluster: &Cluster, index: usize) -> Self {
+        // Each member starts at a different agent of the list; any one is enough.
+        let mut addrs: Vec<String> = cluster
+            .addrs
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let count = addrs.len();
+        addrs.rotate_left(index % count);
+        let output = cluster.dir.path().join(format!("member-{index}.out"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shale"));
+        command
+            .env("RUST_LOG", "warn")
+            .args(["--addr", &addrs.join(",")])
+            .args(["consume", GROUP_TOPIC, "--group", "workers", "--follow"])
+            .args(["--format", "json", "--session-timeout", "1500ms"])
+            .args(["--commit-interval", "200ms"]);
+        let process = ChildGuard::spawn(format!("member-{index}"), command, &output).unwrap();
+        Self {
+            process: Some(process),
+            output,
+        }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+
+    /// (partition, offset, value) of every record printed.
+    fn records(&self) -> Vec<(u32, i64, String)> {
+        self.text()
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|record| {
+                (
+                    u32::try_from(record["partition"].as_u64().unwrap()).unwrap(),
+                    record["offset"].as_i64().unwrap(),
+                    record["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The partitions of the last generation the member reported.
+    fn assignment(&self) -> Option<Vec<u32>> {
+        let text = self.text();
+        let line = text
+            .lines()
+            .rev()
+            .find(|line| line.contains("this member consumes ["))?;
+        let list = line.split_once('[')?.1.trim_end_matches(']');
+        Some(
+            list.split(", ")
+                .filter(|item| !item.is_empty())
+                .map(|item| item.rsplit('/').next().unwrap().parse().unwrap())
+                .collect(),
+        )
+    }
+}
+
+const GROUP_TOPIC: &str = "work";
+
+/// Produces 20 records to every partition, valued `round-partition-i`.
+async fn produce_round(client: &Client, round: u32) -> Vec<String> {
+    let mut values = Vec::new();
+    for partition in 0..PARTITIONS {
+        let batch: Vec<String> = (0..20)
+            .map(|i| format!("r{round}-p{partition}-{i}"))
+            .collect();
+        client
+            .produce(
+                ProduceRequest::new(GROUP_TOPIC, batch.iter().map(|v| Record::new(v.clone())))
+                    .with_partition(partition),
+            )
+            .await
+            .unwrap();
+        values.extend(batch);
+    }
+    values
+}
+
+/// Waits until `members` together printed every value of `wanted`, and their last
+/// generations split the partitions between the live ones.
+async fn wait_consumed(members: &mut [Member], live: &[usize], wanted: &[String]) {
+    let started = Instant::now();
+    loop {
+        for index in live {
+            if let Err(error) = members[*index].process.as_mut().unwrap().check_running() {
+                panic!("{error}");
+            }
+        }
+        let printed: std::collections::HashSet<String> = members
+            .iter()
+            .flat_map(|m| m.records().into_iter().map(|(_, _, value)| value))
+            .collect();
+        let missing = wanted.iter().filter(|v| !printed.contains(*v)).count();
+        let mut assigned: Vec<u32> = live
+            .iter()
+            .flat_map(|i| members[*i].assignment().unwrap_or_default())
+            .collect();
+        assigned.sort_unstable();
+        let split = assigned == (0..PARTITIONS).collect::<Vec<_>>()
+            && live
+                .iter()
+                .all(|i| members[*i].assignment().is_some_and(|a| !a.is_empty()));
+        if missing == 0 && split {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_mins(1),
+            "{missing} records not consumed, or the partitions not split ({assigned:?}) after 60 s; members' output:\n{}",
+            members
+                .iter()
+                .map(|m| m
+                    .text()
+                    .lines()
+                    .filter(|l| !l.starts_with('{'))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Three `shale consume --group workers --follow` processes share the partitions; one is
+/// killed with SIGKILL and the other two take its partitions over from the group's
+/// committed offsets: every record is printed, none skipped; only the killed member's
+/// partitions may repeat records (those it printed after its last commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_share_partitions_and_a_killed_ones_move_to_the_others() {
+    let cluster = Cluster::start();
+    let clients = Clients::default();
+    let client = clients.any(&cluster.addrs, 0).await.unwrap();
+    client
+        .create_topic(GROUP_TOPIC, PARTITIONS, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut wanted = produce_round(&client, 0).await;
+    let mut members: Vec<Member> = (0..3).map(|i| Member::start(&cluster, i)).collect();
+    wait_consumed(&mut members, &[0, 1, 2], &wanted).await;
+    wanted.extend(produce_round(&client, 1).await);
+    wait_consumed(&mut members, &[0, 1, 2], &wanted).await;
+    let killed_partitions = members[0].assignment().unwrap();
+    members[0].process.take().unwrap().kill();
+    eprintln!("killed the member consuming partitions {killed_partitions:?}");
+    wanted.extend(produce_round(&client, 2).await);
+    wait_consumed(&mut members, &[1, 2], &wanted).await;
+    for member in &mut members[1..] {
+        tokio::task::block_in_place(|| support::terminate(member.process.take().unwrap()));
+    }
+    // Nothing skipped: every partition's offsets are all printed, from 0 to the end.
+    let latest = client.latest_offsets(GROUP_TOPIC).await.unwrap();
+    let mut seen: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
+    for member in &members {
+        for (partition, offset, _) in member.records() {
+            seen.entry(partition).or_default().push(offset);
+        }
+    }
+    for end in &latest {
+        let partition = end.partition;
+        let mut offsets = seen.remove(&partition).unwrap_or_default();
+        let printed = offsets.len();
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(
+            offsets,
+            (0..end.offset.unwrap()).collect::<Vec<_>>(),
+            "partition {partition}: offsets printed"
+        );
+        if printed != offsets.len() {
+            assert!(
+                killed_partitions.contains(&partition),
+                "partition {partition} repeated records though its member was not killed"
+            );
+        }
+    }
+    // The survivors committed on their way out: the group is at the end of every partition.
+    let committed: BTreeMap<u32, i64> = client
+        .fetch_offsets("workers", GROUP_TOPIC, &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.partition, o.offset))
+        .collect();
+    let ends: BTreeMap<u32, i64> = latest
+        .iter()
+        .map(|o| (o.partition, o.offset.unwrap()))
+        .collect();
+    assert_eq!(committed, ends);
 }

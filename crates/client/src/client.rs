@@ -65,6 +65,9 @@ pub struct Client {
     fetch_batches: bool,
     /// Where each partition's leader is, when produces are routed to leaders.
     routes: Option<Arc<crate::route::Routes>>,
+    /// How to dial other agents of the cluster (scheme and options), when this client
+    /// dialled its agent itself.
+    peers: Option<Arc<(String, ClientOptions)>>,
 }
 
 /// Largest HTTP/2 frame the SDK accepts from an agent.
@@ -117,6 +120,7 @@ impl Client {
         }
         .map_err(|error| ClientError::unreachable(&shown, &error))?;
         let mut client = Self::from_channel(channel, &shown);
+        client.peers = Some(Arc::new((scheme.clone(), options.clone())));
         let zone = options.zone.clone();
         if options.route_to_leaders {
             client.routes = Some(crate::route::Routes::new(&scheme, &home, options.clone()));
@@ -217,7 +221,37 @@ impl Client {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             fetch_batches: true,
             routes: None,
+            peers: None,
         }
+    }
+
+    /// A connection to another agent of the cluster at `addr` (`host:port` as agents
+    /// advertise it), dialled like this one; `None` if this client cannot dial (it wraps a
+    /// custom channel) or `addr` is empty, and this client itself if `addr` is its agent.
+    pub(crate) async fn connect_peer(&self, addr: &str) -> Option<Result<Self, ClientError>> {
+        let (scheme, options) = self.peers.as_deref()?;
+        if addr.is_empty() {
+            return None;
+        }
+        let url = format!("{scheme}://{addr}");
+        if parse_address(&url).is_ok_and(|(shown, _)| shown == *self.addr) {
+            return Some(Ok(self.clone()));
+        }
+        let options = ClientOptions {
+            zone: None,
+            ..options.clone()
+        };
+        Some(
+            Box::pin(Self::connect_with(&url, options))
+                .await
+                .map(|client| {
+                    client.with_fetch_encoding(if self.fetch_batches {
+                        Encoding::Client
+                    } else {
+                        Encoding::Agent
+                    })
+                }),
+        )
     }
 
     /// Who decodes fetched records. [`Encoding::Client`] (the default): the agent sends the
@@ -559,6 +593,8 @@ impl Client {
             group: group.to_owned(),
             topic: topic.to_owned(),
             offsets: offsets.into_iter().map(Into::into).collect(),
+            member_id: String::new(),
+            generation: None,
         };
         self.groups
             .clone()
@@ -566,6 +602,121 @@ impl Client {
             .await
             .map_err(|status| self.status(&status))?;
         Ok(())
+    }
+
+    /// Commits offsets as `member_id` of `generation`; the group's coordinator refuses a
+    /// member of an older generation.
+    pub async fn commit_offsets_as(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: impl IntoIterator<Item = GroupOffset>,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), ClientError> {
+        let request = v1::CommitOffsetsRequest {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            offsets: offsets.into_iter().map(Into::into).collect(),
+            member_id: member_id.to_owned(),
+            generation: Some(generation),
+        };
+        self.groups
+            .clone()
+            .commit_offsets(request)
+            .await
+            .map_err(|status| self.status(&status))?;
+        Ok(())
+    }
+
+    /// The agent coordinating `group`: its id and advertised gRPC address.
+    pub async fn find_coordinator(&self, group: &str) -> Result<(String, String), ClientError> {
+        let response = self
+            .groups
+            .clone()
+            .find_coordinator(v1::FindCoordinatorRequest {
+                group: group.to_owned(),
+            })
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        Ok((response.agent_id, response.grpc_addr))
+    }
+
+    /// Joins `options.group` (as `member_id`, or as a new member when empty) and waits for
+    /// the rebalance; this client must be connected to the group's coordinator.
+    pub async fn join_group(
+        &self,
+        options: &crate::GroupOptions,
+        member_id: &str,
+    ) -> Result<crate::Generation, ClientError> {
+        let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let response = self
+            .groups
+            .clone()
+            .join_group(v1::JoinGroupRequest {
+                group: options.group.clone(),
+                member_id: member_id.to_owned(),
+                topics: options.topics.clone(),
+                assignors: options.assignors.clone(),
+                session_timeout_ms: millis(options.session_timeout),
+                rebalance_timeout_ms: millis(options.rebalance_timeout),
+                client_id: options.client_id.clone(),
+            })
+            .await
+            .map_err(|status| self.status(&status))?
+            .into_inner();
+        Ok(crate::Generation {
+            generation: response.generation,
+            member_id: response.member_id,
+            assignor: response.assignor,
+            assignment: response
+                .assignment
+                .into_iter()
+                .map(|topic| (topic.topic, topic.partitions))
+                .collect(),
+        })
+    }
+
+    /// Keeps a member's session alive; see [`ClientError::group_error`] for what a failure
+    /// asks of the member.
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), ClientError> {
+        self.groups
+            .clone()
+            .heartbeat(v1::HeartbeatRequest {
+                group: group.to_owned(),
+                member_id: member_id.to_owned(),
+                generation,
+            })
+            .await
+            .map_err(|status| self.status(&status))?;
+        Ok(())
+    }
+
+    /// Leaves `group` at once.
+    pub async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), ClientError> {
+        self.groups
+            .clone()
+            .leave_group(v1::LeaveGroupRequest {
+                group: group.to_owned(),
+                member_id: member_id.to_owned(),
+            })
+            .await
+            .map_err(|status| self.status(&status))?;
+        Ok(())
+    }
+
+    /// Joins a consumer group and follows the partitions its coordinator assigns.
+    pub async fn group_consumer(
+        &self,
+        options: crate::GroupOptions,
+    ) -> Result<crate::GroupConsumer, ClientError> {
+        crate::GroupConsumer::join(self.clone(), options).await
     }
 
     /// `group`'s committed offsets in `partitions` of `topic` (all when empty). Partitions

@@ -17,6 +17,8 @@ const LEADER_ADDR_METADATA: &str = "shale-leader-addr";
 const NEXT_OFFSET_METADATA: &str = "shale-next-offset";
 /// Metadata key the agent sets to `unknown` when a produce may or may not have been written.
 const OUTCOME_METADATA: &str = "shale-outcome";
+/// Metadata key naming a consumer-group protocol error (`rebalance-in-progress`, ...).
+const GROUP_ERROR_METADATA: &str = "shale-group-error";
 
 /// An error from the SDK. Messages are lowercase and name what failed, so a CLI can print them
 /// as they are.
@@ -44,6 +46,8 @@ pub enum ClientError {
         next_offset: Option<i64>,
         /// The agent said the produce may or may not have been written.
         outcome_unknown: bool,
+        /// Which consumer-group protocol error this is, e.g. `rebalance-in-progress`.
+        group_error: Option<String>,
     },
 
     /// The connection failed while the call was under way; the agent may have acted on it.
@@ -162,6 +166,17 @@ impl ClientError {
         )
     }
 
+    /// The consumer-group protocol error the agent named: `not-coordinator` (ask
+    /// FindCoordinator again), `rebalance-in-progress`, `illegal-generation` (rejoin),
+    /// `unknown-member` (rejoin without a member id), `group-has-members`, `group-full`,
+    /// `inconsistent-protocol`.
+    pub fn group_error(&self) -> Option<&str> {
+        match self {
+            Self::Status { group_error, .. } => group_error.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The current leader's agent id, when the agent said it does not lead the partition.
     pub fn leader_hint(&self) -> Option<&str> {
         match self {
@@ -236,6 +251,10 @@ impl ClientError {
         let outcome_unknown = metadata
             .get(OUTCOME_METADATA)
             .is_some_and(|value| value.as_bytes() == b"unknown");
+        let group_error = metadata
+            .get(GROUP_ERROR_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         Self::Status {
             code: status.code(),
             message: status_message(status.code(), status.message().to_owned()),
@@ -243,6 +262,7 @@ impl ClientError {
             leader_addr,
             next_offset,
             outcome_unknown,
+            group_error,
         }
     }
 
@@ -257,6 +277,7 @@ impl ClientError {
             leader_addr: given(error.leader_addr),
             next_offset: None,
             outcome_unknown: error.outcome_unknown,
+            group_error: None,
         }
     }
 

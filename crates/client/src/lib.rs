@@ -32,6 +32,7 @@ mod client;
 mod consumer;
 mod error;
 mod fetch;
+mod group;
 mod offsets;
 mod produce;
 mod producer;
@@ -44,6 +45,7 @@ pub use client::{Client, ClientOptions};
 pub use consumer::Consumer;
 pub use error::ClientError;
 pub use fetch::{FetchOptions, FetchStream, FetchedBatch};
+pub use group::{Generation, GroupBatch, GroupConsumer, GroupOptions};
 pub use offsets::{GroupOffset, OffsetSpec, PartitionOffset};
 pub use produce::{
     Compression, Encoding, PartitionAck, ProduceAck, ProduceRequest, ProducerIdentity,

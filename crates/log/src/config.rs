@@ -55,6 +55,26 @@ pub struct LogConfig {
     /// Largest batch (after compression) a topic accepts unless its `max.message.bytes` says
     /// otherwise. Kafka's default.
     pub default_max_message_bytes: u32,
+    /// Shortest session timeout a consumer-group member may ask for (Kafka's
+    /// `group.min.session.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub group_min_session_timeout: Duration,
+    /// Longest session timeout a member may ask for (`group.max.session.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub group_max_session_timeout: Duration,
+    /// How long the first rebalance of an empty group waits for more members before it
+    /// assigns (`group.initial.rebalance.delay.ms`), so a consumer fleet starting together
+    /// gets one rebalance instead of one per member.
+    #[serde(with = "humantime_serde")]
+    pub group_initial_rebalance_delay: Duration,
+    /// Most members of one group (`group.max.size`).
+    pub group_max_size: usize,
+    /// Groups with members this agent coordinates at once; a join for one more is refused
+    /// as busy.
+    pub max_active_groups: usize,
+    /// Memory the coordinator's member state (metadata, assignments) may take over all its
+    /// groups; a join past it is refused as busy.
+    pub max_group_memory: ByteSize,
 }
 
 impl Default for LogConfig {
@@ -73,6 +93,12 @@ impl Default for LogConfig {
             producer_expiry: Duration::from_hours(24),
             max_partitions_per_topic: 10_000,
             default_max_message_bytes: 1_048_588,
+            group_min_session_timeout: Duration::from_secs(6),
+            group_max_session_timeout: Duration::from_mins(30),
+            group_initial_rebalance_delay: Duration::from_secs(3),
+            group_max_size: 1000,
+            max_active_groups: 10_000,
+            max_group_memory: ByteSize::mib(256),
         }
     }
 }
@@ -146,6 +172,17 @@ impl LogConfig {
         }
         if self.lease_ttl < Duration::from_secs(2) {
             return invalid("lease ttl must be at least 2s (etcd's minimum)".to_owned());
+        }
+        if self.group_min_session_timeout.is_zero()
+            || self.group_min_session_timeout > self.group_max_session_timeout
+        {
+            return invalid(format!(
+                "group session timeout bounds {:?} to {:?} are empty",
+                self.group_min_session_timeout, self.group_max_session_timeout
+            ));
+        }
+        if self.group_max_size == 0 || self.max_active_groups == 0 {
+            return invalid("group max size and max active groups must be at least 1".to_owned());
         }
         if self.max_partitions_per_topic == 0 {
             return invalid("max partitions per topic must be at least 1".to_owned());

@@ -145,8 +145,59 @@ pub enum LogError {
         message: String,
     },
 
+    /// A group request reached an agent that does not coordinate the group.
+    #[error("this agent does not coordinate group {group:?}{}", coordinator_hint(coordinator.as_deref()))]
+    NotCoordinator {
+        group: String,
+        coordinator: Option<String>,
+    },
+
+    #[error(
+        "member {member_id:?} is not in group {group:?} (its session expired, it left, or it never joined); join again without a member id"
+    )]
+    UnknownMember { group: String, member_id: String },
+
+    #[error(
+        "generation {generation} of group {group:?} is over (the group is at generation {current}); rejoin"
+    )]
+    IllegalGeneration {
+        group: String,
+        generation: i32,
+        current: i32,
+    },
+
+    #[error("group {group:?} is rebalancing; rejoin to get the new assignment")]
+    RebalanceInProgress { group: String },
+
+    /// Kafka's two-step join: the member must join again with the id it was given.
+    #[error("group {group:?} gave the new member id {member_id:?}; join again with it")]
+    MemberIdRequired { group: String, member_id: String },
+
+    #[error("cannot join group {group:?}: {reason}")]
+    InconsistentGroupProtocol { group: String, reason: String },
+
+    #[error("group {group:?} already has its maximum of {limit} members")]
+    GroupFull { group: String, limit: usize },
+
+    /// An offset commit from outside a group that has members.
+    #[error(
+        "group {group:?} has {members} active members (generation {generation}); commit offsets as a member of it, or wait until its members leave or their sessions expire"
+    )]
+    GroupHasMembers {
+        group: String,
+        members: usize,
+        generation: i32,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn coordinator_hint(coordinator: Option<&str>) -> String {
+    match coordinator {
+        Some(agent) => format!(" (its coordinator is agent {agent:?})"),
+        None => " (no coordinator is known yet; retry shortly)".to_owned(),
+    }
 }
 
 fn leader_hint(leader: Option<&str>) -> String {
@@ -170,6 +221,7 @@ impl LogError {
         matches!(
             self,
             Self::NotLeader { .. }
+                | Self::NotCoordinator { .. }
                 | Self::Backpressure { .. }
                 | Self::Busy(_)
                 | Self::StorageUnavailable(_)

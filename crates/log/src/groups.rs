@@ -6,7 +6,8 @@ use shale_meta::{
     TxnOp,
 };
 
-use crate::{Log, LogError};
+use crate::coordinator::validate_group;
+use crate::{GroupMember, Log, LogError};
 
 /// Longest group name accepted.
 pub const MAX_GROUP_NAME_LEN: usize = 255;
@@ -26,6 +27,12 @@ pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
 impl Log {
     /// Commits offsets of one topic for a group, all or nothing.
     ///
+    /// `member` is the committing member and its generation; the coordinator refuses a
+    /// member of an older generation, and every transaction compares the group's state key,
+    /// so a commit cannot land once the group has moved on. Without `member` (a commit from
+    /// outside the group, e.g. a tool resetting offsets) the group must have no members.
+    /// Either way only the group's coordinator accepts the commit.
+    ///
     /// The request is checked whole before anything is written (partitions exist and are
     /// listed once, offsets are non-negative, metadata is at most
     /// [`MAX_OFFSET_METADATA_BYTES`]). It is written in as few transactions as the store's
@@ -37,6 +44,7 @@ impl Log {
         group: &str,
         topic: &str,
         offsets: &[GroupOffset],
+        member: Option<&GroupMember>,
     ) -> Result<(), LogError> {
         validate_group(group)?;
         let topic = self.topic(topic).await?;
@@ -66,6 +74,21 @@ impl Log {
                 )));
             }
         }
+        let fence = self.commit_fence(group, member).await?;
+        let state_key = self.inner.keys.group_state(group);
+        let fence = if fence == 0 {
+            Compare::absent(state_key)
+        } else {
+            Compare::mod_revision(state_key, fence)
+        };
+        let fenced = || match member {
+            Some(_) => LogError::RebalanceInProgress {
+                group: group.to_owned(),
+            },
+            None => LogError::MetaUnavailable(format!(
+                "group {group:?} changed while its offsets were committed; retry"
+            )),
+        };
         let now_ms = self.inner.clock.now_ms();
         let puts: Vec<(Vec<u8>, Vec<u8>)> = offsets
             .iter()
@@ -88,7 +111,14 @@ impl Log {
         let chunks = plan_puts(&puts, self.inner.meta.limits());
         if chunks.len() == 1 {
             let ops = puts.into_iter().map(|(key, value)| TxnOp::put(key, value));
-            self.inner.meta.txn(Txn::new().and_then(ops)).await?;
+            let response = self
+                .inner
+                .meta
+                .txn(Txn::new().when([fence]).and_then(ops))
+                .await?;
+            if !response.succeeded {
+                return Err(fenced());
+            }
             self.inner.metrics.group_commits.inc();
             return Ok(());
         }
@@ -99,8 +129,12 @@ impl Log {
             let ops = puts[range.clone()]
                 .iter()
                 .map(|(key, value)| TxnOp::put(key.clone(), value.clone()));
-            match self.inner.meta.txn(Txn::new().and_then(ops)).await {
-                Ok(response) => applied.push((range, Some(response.revision))),
+            let txn = Txn::new().when([fence.clone()]).and_then(ops);
+            match self.inner.meta.txn(txn).await {
+                Ok(response) if response.succeeded => {
+                    applied.push((range, Some(response.revision)));
+                }
+                Ok(_) => return Err(self.roll_back(&puts, &before, &applied, fenced()).await),
                 Err(error) => {
                     // A lost answer may hide a landed transaction: undo it too, by value.
                     if matches!(error, MetaError::Unavailable(_) | MetaError::Internal(_)) {
@@ -241,14 +275,4 @@ fn plan_puts(puts: &[(Vec<u8>, Vec<u8>)], limits: MetaLimits) -> Vec<std::ops::R
         runs.push(start..puts.len());
     }
     runs
-}
-
-fn validate_group(group: &str) -> Result<(), LogError> {
-    if group.is_empty() || group.len() > MAX_GROUP_NAME_LEN {
-        return Err(LogError::InvalidRequest(format!(
-            "group name must be 1-{MAX_GROUP_NAME_LEN} bytes, got {}",
-            group.len()
-        )));
-    }
-    Ok(())
 }

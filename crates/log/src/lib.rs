@@ -10,6 +10,7 @@
 
 mod admin;
 mod config;
+mod coordinator;
 mod error;
 mod fetch;
 mod forward;
@@ -40,6 +41,12 @@ use tracing::{info, warn};
 
 pub use admin::{ClusterDescription, PartitionDescription, TopicDescription};
 pub use config::{LogConfig, default_agent_id};
+pub use coordinator::{
+    GroupDescription, GroupMember, GroupPhase, GroupProtocol, JoinGroupRequest, JoinGroupResponse,
+    JoinedMember, MAX_GROUP_PROTOCOLS, MAX_MEMBER_METADATA_BYTES, MemberDescription,
+    NativeAssignment, NativeSubscription, SERVER_ASSIGNED_PROTOCOL_TYPE, decode_native_assignment,
+    encode_native_assignment,
+};
 pub use error::LogError;
 pub use fetch::{
     DEFAULT_FETCH_MAX_BYTES, FetchRequest, FetchedBatches, FetchedBytes, FetchedRecords,
@@ -107,6 +114,8 @@ struct Inner {
     decode_slots: Arc<tokio::sync::Semaphore>,
     /// Bounds concurrent metadata reads for topic names the view does not know.
     topic_lookups: tokio::sync::Semaphore,
+    /// The consumer groups this agent coordinates.
+    coordinator: coordinator::Coordinator,
     /// Held for the life of the engine (see `lock_lease_file`).
     _lease_lock: Option<std::fs::File>,
 }
@@ -267,6 +276,25 @@ impl Log {
             },
             flusher_shutdown.clone(),
         ));
+        let coordinator = coordinator::Coordinator::new(coordinator::Context {
+            agent_id: config.agent_id.clone(),
+            meta: Arc::clone(&deps.meta),
+            keys: deps.keys.clone(),
+            view: Arc::clone(&view),
+            clock: Arc::clone(&deps.clock),
+            rng: deps.rng.clone(),
+            metrics: deps.metrics.clone(),
+            config: coordinator::CoordinatorConfig {
+                min_session_timeout: config.group_min_session_timeout,
+                max_session_timeout: config.group_max_session_timeout,
+                initial_rebalance_delay: config.group_initial_rebalance_delay,
+                group_max_size: config.group_max_size,
+                max_groups: config.max_active_groups,
+                max_bytes: usize::try_from(config.max_group_memory.as_u64()).unwrap_or(usize::MAX),
+            },
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            shutdown: background_shutdown.clone(),
+        });
         info!(agent_id = %config.agent_id, topics = view.topics().len(), "engine started");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -293,6 +321,7 @@ impl Log {
                 flusher: std::sync::Mutex::new(Some(flusher)),
                 decode_slots: Arc::new(tokio::sync::Semaphore::new(DECODE_SLOTS)),
                 topic_lookups: tokio::sync::Semaphore::new(TOPIC_LOOKUPS),
+                coordinator,
             }),
         })
     }

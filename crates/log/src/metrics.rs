@@ -18,6 +18,7 @@ pub struct LogMetrics {
     pub backpressure_rejections: Counter,
     pub corrupt_reads: Counter,
     pub group_commits: Counter,
+    pub group_rebalances: Counter,
     pub claims: Counter,
     pub lease_losses: Counter,
     pub buffered_bytes: Gauge,
@@ -84,6 +85,11 @@ impl LogMetrics {
                 &metrics.group_commits,
             ),
             (
+                "group_rebalances",
+                "Consumer-group rebalances started by this agent's coordinator",
+                &metrics.group_rebalances,
+            ),
+            (
                 "claims",
                 "Partitions claimed by this agent",
                 &metrics.claims,
@@ -139,6 +145,7 @@ impl LogMetrics {
             backpressure_rejections: Counter::default(),
             corrupt_reads: Counter::default(),
             group_commits: Counter::default(),
+            group_rebalances: Counter::default(),
             claims: Counter::default(),
             lease_losses: Counter::default(),
             buffered_bytes: Gauge::default(),

@@ -18,10 +18,23 @@ pub(crate) fn owner<'a>(
         .max_by_key(|agent| (score(agent, topic, partition), *agent))
 }
 
+/// The agent among `agents` that should coordinate consumer group `group`.
+pub(crate) fn group_owner<'a>(
+    agents: impl IntoIterator<Item = &'a str>,
+    group: &str,
+) -> Option<&'a str> {
+    agents.into_iter().max_by_key(|agent| {
+        // A separator byte no agent id holds keeps groups apart from partitions.
+        let bytes = agent
+            .as_bytes()
+            .iter()
+            .chain(&[1u8])
+            .chain(group.as_bytes());
+        (splitmix64(fnv1a(bytes)), *agent)
+    })
+}
+
 fn score(agent: &str, topic: TopicId, partition: u32) -> u64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = FNV_OFFSET;
     let partition_bytes = partition.to_be_bytes();
     let bytes = agent
         .as_bytes()
@@ -29,11 +42,18 @@ fn score(agent: &str, topic: TopicId, partition: u32) -> u64 {
         .chain(&[0u8])
         .chain(topic.as_bytes())
         .chain(&partition_bytes);
+    splitmix64(fnv1a(bytes))
+}
+
+fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
     for byte in bytes {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(FNV_PRIME);
     }
-    splitmix64(hash)
+    hash
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -45,6 +65,27 @@ fn splitmix64(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_spread_over_agents_and_only_the_leavers_move() {
+        let agents = ["a", "b", "c"];
+        let groups: Vec<String> = (0..300).map(|g| format!("group-{g}")).collect();
+        let owners: Vec<&str> = groups
+            .iter()
+            .map(|g| group_owner(agents, g).unwrap())
+            .collect();
+        for agent in agents {
+            let count = owners.iter().filter(|o| **o == agent).count();
+            assert!((60..=140).contains(&count), "{agent} owns {count} of 300");
+        }
+        for (group, owner) in groups.iter().zip(&owners) {
+            let after = group_owner(["a", "b"], group).unwrap();
+            if *owner != "c" {
+                assert_eq!(after, *owner, "{group} moved though its owner stayed");
+            }
+        }
+        assert_eq!(group_owner([], "g"), None);
+    }
 
     #[test]
     fn one_agent_owns_everything() {

@@ -648,7 +648,9 @@ fn apply_put(keys: &Keys, state: &mut ViewState, kv: &KeyValue) -> Option<Partit
                 .insert(base_offset, entry);
             None
         }
-        ParsedKey::GroupOffset { .. } | ParsedKey::PartitionProducer { .. } => None,
+        ParsedKey::GroupOffset { .. }
+        | ParsedKey::GroupState { .. }
+        | ParsedKey::PartitionProducer { .. } => None,
     }
 }
 

@@ -14,6 +14,7 @@
 //! | `{root}/partitions/{topic_id}/{partition:010}/log-start` | [`LogStartRecord`](crate::records::LogStartRecord) |
 //! | `{root}/index/{topic_id}/{partition:010}/{base_offset:020}` | [`IndexEntry`](crate::records::IndexEntry) |
 //! | `{root}/groups/{group}/offsets/{topic}/{partition:010}` | [`GroupOffsetRecord`](crate::records::GroupOffsetRecord) |
+//! | `{root}/groups/{group}/state` | [`GroupRecord`](crate::records::GroupRecord) |
 
 use shale_common::TopicId;
 
@@ -72,6 +73,9 @@ pub enum ParsedKey {
         group: String,
         topic: String,
         partition: u32,
+    },
+    GroupState {
+        group: String,
     },
 }
 
@@ -252,6 +256,11 @@ impl Keys {
         ])
     }
 
+    /// `{root}/groups/{group}/state`, the group's generation and members.
+    pub fn group_state(&self, group: &str) -> Vec<u8> {
+        self.key(&[GROUPS, &escape_segment(group), STATE])
+    }
+
     /// Everything of one group.
     pub fn group_prefix(&self, group: &str) -> Vec<u8> {
         self.prefix(&[GROUPS, &escape_segment(group)])
@@ -309,6 +318,7 @@ impl Keys {
                 topic,
                 partition,
             } => self.group_offset(group, topic, *partition),
+            ParsedKey::GroupState { group } => self.group_state(group),
         }
     }
 
@@ -360,6 +370,9 @@ impl Keys {
                 group: unescape_segment(group)?,
                 topic: unescape_segment(topic)?,
                 partition: parse_partition(partition)?,
+            },
+            [GROUPS, group, STATE] => ParsedKey::GroupState {
+                group: unescape_segment(group)?,
             },
             _ => return None,
         };
@@ -536,6 +549,7 @@ mod tests {
                     partition,
                 }
             ),
+            any::<String>().prop_map(|group| ParsedKey::GroupState { group }),
         ]
     }
 
@@ -569,6 +583,7 @@ mod tests {
             keys.group_offset("team/a b", "orders", 3),
             b"/shale/groups/team%2Fa%20b/offsets/orders/0000000003"
         );
+        assert_eq!(keys.group_state("team/a"), b"/shale/groups/team%2Fa/state");
         assert_eq!(Keys::new("/x/").agents_prefix(), b"/x/agents/");
     }
 

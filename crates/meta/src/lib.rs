@@ -40,8 +40,8 @@ pub use keys::{
 pub use limits::check_limits;
 pub use metrics::{MetaMetrics, Op, Outcome};
 pub use records::{
-    AgentRecord, GroupOffsetRecord, IndexEntry, LeaderRecord, LogStartRecord, PartitionState,
-    ProducerBatch, ProducerState, Record, TopicConfig, TopicRecord,
+    AgentRecord, GroupMemberRecord, GroupOffsetRecord, GroupRecord, IndexEntry, LeaderRecord,
+    LogStartRecord, PartitionState, ProducerBatch, ProducerState, Record, TopicConfig, TopicRecord,
 };
 pub use store::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Lease, LeaseId, MetaLimits,

@@ -24,6 +24,10 @@ pub const MAX_HEADERS_PER_REQUEST: usize = 100_000;
 pub const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
 /// Offsets one `CommitOffsets` request may carry.
 pub const MAX_OFFSETS_PER_COMMIT: usize = 10_000;
+/// Topics one `JoinGroup` request may subscribe to.
+pub const MAX_TOPICS_PER_JOIN: usize = 1_000;
+/// Assignors one `JoinGroup` request may offer.
+pub const MAX_ASSIGNORS_PER_JOIN: usize = 16;
 
 /// [`tonic_prost::ProstCodec`] with the count limits of this module on decode.
 #[derive(Debug)]
@@ -124,6 +128,20 @@ pub fn check<U: 'static>(bytes: &[u8]) -> Result<(), Status> {
             MAX_PARTITIONS_PER_REQUEST,
             "partitions",
             "fetch offsets request",
+        )
+    } else if id == TypeId::of::<v1::JoinGroupRequest>() {
+        let count = |wanted: u32| fields(bytes).filter(|(field, _)| *field == wanted).count();
+        limit(
+            count(3),
+            MAX_TOPICS_PER_JOIN,
+            "topics",
+            "join group request",
+        )?;
+        limit(
+            count(4),
+            MAX_ASSIGNORS_PER_JOIN,
+            "assignors",
+            "join group request",
         )
     } else if id == TypeId::of::<v1::CommitOffsetsRequest>() {
         let offsets = fields(bytes).filter(|(field, _)| *field == 3).count();
@@ -396,9 +414,22 @@ mod tests {
             group: "g".into(),
             topic: "t".into(),
             offsets: vec![v1::GroupOffset::default(); 10_001],
+            ..Default::default()
         }
         .encode_to_vec();
         assert!(check::<v1::CommitOffsetsRequest>(&commit).is_err());
+        let join = |topics: usize, assignors: usize| {
+            v1::JoinGroupRequest {
+                group: "g".into(),
+                topics: vec![String::new(); topics],
+                assignors: vec![String::new(); assignors],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        assert!(check::<v1::JoinGroupRequest>(&join(1_000, 16)).is_ok());
+        assert!(check::<v1::JoinGroupRequest>(&join(1_001, 1)).is_err());
+        assert!(check::<v1::JoinGroupRequest>(&join(1, 17)).is_err());
     }
 
     /// Found in review: a group before the records hid them from the scan, and records split

@@ -2,6 +2,7 @@
 //! Every scenario runs on both.
 #![allow(clippy::unwrap_used)] // scenarios run through a macro, not #[test] fns
 
+mod groups;
 mod harness;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,13 @@ use shale_log::{
     FetchRequest, GroupOffset, LogError, OffsetSpec, ProduceRecords, ProducerIdentity,
 };
 use shale_meta::TxnFault;
+
+use groups::{
+    a_silent_member_is_evicted_and_the_rest_take_its_partitions,
+    bad_group_requests_get_clear_errors, kafka_style_join_lets_the_leader_assign,
+    members_share_partitions_and_stale_generations_are_fenced,
+    membership_survives_a_coordinator_restart,
+};
 
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
@@ -60,7 +68,17 @@ on_both_backends!(
     group_offset_commits_are_all_or_nothing,
     producer_state_is_written_when_it_changes_and_expires_by_the_agent_clock,
     a_refusing_object_store_is_a_clear_error_without_paths,
+    members_share_partitions_and_stale_generations_are_fenced,
+    a_silent_member_is_evicted_and_the_rest_take_its_partitions,
+    kafka_style_join_lets_the_leader_assign,
+    membership_survives_a_coordinator_restart,
+    bad_group_requests_get_clear_errors,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_group_has_one_coordinator_and_the_other_agent_points_to_it() {
+    groups::each_group_has_one_coordinator_and_the_other_agent_points_to_it().await;
+}
 
 /// Two processes with one agent id: the second is refused with a clear error instead of
 /// taking the first one's partitions back and forth; the first keeps serving.
@@ -733,7 +751,7 @@ async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
             .collect()
     };
     h.log()
-        .commit_group_offsets("g", "wide", &commit(5))
+        .commit_group_offsets("g", "wide", &commit(5), None)
         .await
         .unwrap();
     // The second of its two transactions (it holds partition 150) is refused.
@@ -744,7 +762,7 @@ async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
     );
     let error = h
         .log()
-        .commit_group_offsets("g", "wide", &commit(9))
+        .commit_group_offsets("g", "wide", &commit(9), None)
         .await
         .unwrap_err();
     assert!(error.is_retryable(), "{error}");
@@ -763,7 +781,7 @@ async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
     );
     let error = h
         .log()
-        .commit_group_offsets("g", "wide", &commit(11))
+        .commit_group_offsets("g", "wide", &commit(11), None)
         .await
         .unwrap_err();
     assert!(error.is_retryable(), "{error}");
@@ -777,7 +795,7 @@ async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
     too_big[3].metadata = "x".repeat(shale_log::MAX_OFFSET_METADATA_BYTES + 1);
     let error = h
         .log()
-        .commit_group_offsets("g", "wide", &too_big)
+        .commit_group_offsets("g", "wide", &too_big, None)
         .await
         .unwrap_err();
     assert!(matches!(error, LogError::InvalidRequest(_)), "{error}");
@@ -786,7 +804,7 @@ async fn group_offset_commits_are_all_or_nothing(backends: Backends) {
     twice[10].partition = 11;
     let error = h
         .log()
-        .commit_group_offsets("g", "wide", &twice)
+        .commit_group_offsets("g", "wide", &twice, None)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("listed twice"), "{error}");
@@ -813,7 +831,7 @@ async fn group_offsets_commit_and_resume(backends: Backends) {
         },
     ];
     h.log()
-        .commit_group_offsets("billing/eu", "orders", &commit)
+        .commit_group_offsets("billing/eu", "orders", &commit, None)
         .await
         .unwrap();
     assert_eq!(

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use agent::AgentRecord;
-pub use group::GroupOffsetRecord;
+pub use group::{GroupMemberRecord, GroupOffsetRecord, GroupRecord};
 pub use index::IndexEntry;
 pub use partition::{LeaderRecord, LogStartRecord, PartitionState, ProducerBatch, ProducerState};
 pub use topic::{TopicConfig, TopicRecord};
@@ -43,6 +43,7 @@ impl Record for LeaderRecord {}
 impl Record for LogStartRecord {}
 impl Record for IndexEntry {}
 impl Record for GroupOffsetRecord {}
+impl Record for GroupRecord {}
 
 #[cfg(test)]
 mod tests {
@@ -161,8 +162,25 @@ mod tests {
                 topic_id: TopicId(id),
                 offset: numbers.1,
                 leader_epoch: numbers.4,
-                metadata: text,
+                metadata: text.clone(),
                 committed_at_ms: numbers.1,
+            });
+            round_trip(&GroupRecord {
+                generation: numbers.4.unwrap_or_default(),
+                protocol_type: text.clone(),
+                protocol: Some(text.clone()),
+                leader: None,
+                members: vec![GroupMemberRecord {
+                    member_id: text.clone(),
+                    instance_id: Some(text.clone()),
+                    client_id: text.clone(),
+                    client_host: text.clone(),
+                    session_timeout_ms: numbers.1.unsigned_abs(),
+                    rebalance_timeout_ms: 7,
+                    metadata: text.clone().into_bytes(),
+                    assignment: vec![0, 255, 7],
+                }],
+                updated_at_ms: numbers.1,
             });
         }
     }

@@ -5,8 +5,11 @@
 //! partition stops at the high watermark it had when the command started. With `--group`,
 //! partitions start at the group's committed offsets, and the offsets after the last printed
 //! (and flushed) record are committed every `--commit-interval` and on the way out, including
-//! on Ctrl-C, so nothing printed is read again and nothing unprinted is skipped.
+//! on Ctrl-C, so nothing printed is read again and nothing unprinted is skipped. With
+//! `--group` and `--follow`, the process joins the group as a member instead and consumes
+//! the partitions the group's coordinator assigns it (see [`member`]).
 
+mod member;
 mod printer;
 mod start;
 
@@ -41,9 +44,16 @@ pub(crate) struct ConsumeArgs {
     /// Partition to read (repeatable) [default: all].
     #[arg(long, short = 'p')]
     partition: Vec<u32>,
-    /// Consumer group: resume from its committed offsets and commit after printing.
+    /// Consumer group: resume from its committed offsets and commit after printing. With
+    /// --follow, consume as a member of the group: its members share the partitions.
     #[arg(long, short = 'g')]
     group: Option<String>,
+    /// Partition assignor of a group member: sticky, range or roundrobin.
+    #[arg(long, default_value = "sticky", value_name = "NAME")]
+    assignor: String,
+    /// A group member not heard from for this long loses its partitions to the others.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    session_timeout: Duration,
     /// Stop after printing this many records.
     #[arg(long, short = 'n', value_name = "N")]
     max_records: Option<u64>,
@@ -85,6 +95,11 @@ enum Stop {
 
 pub(crate) async fn run(addr: &Target, args: ConsumeArgs) -> Result<ExitCode> {
     let client = connect(addr).await?;
+    if args.follow
+        && let Some(group) = &args.group
+    {
+        return member::run(client, &args, group).await;
+    }
     let description = client.describe_topic(&args.topic).await?;
     let partitions = select_partitions(&args.topic, &args.partition, description.topic.partitions)?;
 
