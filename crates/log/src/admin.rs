@@ -97,7 +97,24 @@ impl Log {
                 topic: name.to_owned(),
             });
         }
-        self.inner.view.wait_for_revision(response.revision).await;
+        self.inner.missing_topics.remove(name);
+        // Read your writes: the view shows the topic before the answer goes out (the
+        // revision alone could be passed by this agent's own commits first).
+        let mut changes = self.inner.view.membership_changes();
+        let deadline = tokio::time::Instant::now() + self.inner.config.leader_wait;
+        while self
+            .inner
+            .view
+            .topic(name)
+            .is_none_or(|topic| topic.id != record.id)
+        {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
         Ok(TopicDescription::from(&record))
     }
 
@@ -222,31 +239,51 @@ impl Log {
         if crate::topics::validate_topic_name(name).is_err() {
             return Err(unknown());
         }
-        // One read per request for a name the view does not know: bounded, so clients asking
-        // for missing topics cannot flood the metadata store.
-        let _slot = self
-            .inner
-            .topic_lookups
-            .acquire()
+        // A name found missing a moment ago is not read again (clients asking for missing
+        // topics over and over cost no metadata reads), and reads for unknown names are
+        // bounded: they cannot flood the metadata store.
+        if self.inner.missing_topics.contains(name) {
+            return Err(unknown());
+        }
+        let wait = self.inner.config.backpressure_timeout;
+        let slot = tokio::time::timeout(wait, self.inner.topic_lookups.acquire())
             .await
+            .map_err(|_| {
+                LogError::Busy(format!(
+                    "{} lookups of topics this agent does not know stayed under way",
+                    crate::TOPIC_LOOKUPS
+                ))
+            })?
             .map_err(|_| LogError::ShuttingDown)?;
         if let Some(topic) = self.inner.view.topic(name) {
             return Ok(topic);
         }
-        let Some(stored) = self.inner.meta.get(&self.inner.keys.topic(name)).await? else {
+        let stored = self.inner.meta.get(&self.inner.keys.topic(name)).await?;
+        drop(slot);
+        if stored.is_none() {
+            self.inner.missing_topics.insert(name);
             return Err(unknown());
-        };
-        let caught_up = tokio::time::timeout(
-            self.inner.config.leader_wait,
-            self.inner.view.wait_for_revision(stored.mod_revision),
-        )
-        .await
-        .is_ok();
-        match self.inner.view.topic(name) {
-            Some(topic) => Ok(topic),
+        }
+        // It exists: give the view up to `leader_wait` to show it. (Waiting for the view to
+        // reach the key's revision would not do: the agent's own commits advance the
+        // view's revision ahead of the watch.)
+        let mut changes = self.inner.view.membership_changes();
+        let deadline = tokio::time::Instant::now() + self.inner.config.leader_wait;
+        loop {
+            if let Some(topic) = self.inner.view.topic(name) {
+                return Ok(topic);
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        match self.inner.meta.get(&self.inner.keys.topic(name)).await? {
             // Deleted again meanwhile.
-            None if caught_up => Err(unknown()),
-            None => Err(LogError::MetaUnavailable(format!(
+            None => Err(unknown()),
+            Some(_) => Err(LogError::MetaUnavailable(format!(
                 "topic {name:?} exists but this agent's view of the cluster has not caught up with it; retry"
             ))),
         }

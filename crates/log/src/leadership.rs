@@ -133,7 +133,13 @@ pub(crate) async fn run_leadership(
                     while let Ok(more) = resync.try_recv() {
                         keys.push(more);
                     }
-                    claim_all(&deps, lease, keys).await;
+                    // Only partitions still led: one handed off meanwhile must not be
+                    // claimed back from its new owner.
+                    let led = deps.writer.leaders();
+                    keys.retain(|key| led.contains_key(key));
+                    if !keys.is_empty() {
+                        claim_all(&deps, lease, keys).await;
+                    }
                 }
             }
         }
@@ -345,18 +351,35 @@ async fn reconcile(deps: &LeadershipDeps, lease: LeaseId) {
             }
         }
     }
-    let to_release: Vec<(PartitionKey, shale_meta::Revision)> = led
+    let mut to_release: Vec<(PartitionKey, shale_meta::Revision)> = led
         .iter()
         .filter(|(key, _)| !wanted.contains(key))
         .map(|(key, fence)| (*key, *fence))
         .collect();
     if !to_release.is_empty() {
-        // All at once: a joining agent takes its share in about one commit's time, not one
-        // per partition.
+        // All at once, with one drain deadline: a joining agent takes its share in about
+        // one commit's time, not one per partition or per wave of them.
         let span = info_span!("log.release_partitions", count = to_release.len());
+        hand_off(deps, &to_release).instrument(span).await;
+    }
+    // Leader keys of ours that no partition we lead stands behind: a release that failed
+    // (etcd did not answer), or a claim whose follow-up read failed. Our lease keeps them
+    // alive, so nobody else could ever claim those partitions; delete them (guarded).
+    to_release = deps
+        .view
+        .leader_keys_of(&deps.agent_id, lease)
+        .into_iter()
+        .filter(|(key, _)| !led.contains_key(key) && !wanted.contains(key))
+        .collect();
+    if !to_release.is_empty() {
+        warn!(
+            count = to_release.len(),
+            "releasing leader keys this agent still holds for partitions it does not lead"
+        );
         futures::stream::iter(to_release)
-            .for_each_concurrent(CLAIM_CONCURRENCY, |(key, fence)| hand_off(deps, key, fence))
-            .instrument(span)
+            .for_each_concurrent(CLAIM_CONCURRENCY, |(key, revision)| {
+                release(deps, key, revision)
+            })
             .await;
     }
     if !to_claim.is_empty() {
@@ -364,14 +387,32 @@ async fn reconcile(deps: &LeadershipDeps, lease: LeaseId) {
     }
 }
 
-/// Stops leading a partition another agent should lead (or whose topic is gone): appends
-/// already taken are committed first, then the leader key is deleted so the new owner,
-/// which watches for it, claims at once.
-async fn hand_off(deps: &LeadershipDeps, key: PartitionKey, fence: shale_meta::Revision) {
-    let topic_exists = deps.view.topic_by_id(key.0).is_some();
-    if topic_exists && !deps.writer.drain(key, HANDOFF_DRAIN).await {
-        warn!(topic_id = %key.0, partition = key.1, "handoff: appends still uncommitted after the drain wait; failing them");
+/// Stops leading partitions another agent should lead (or whose topics are gone): appends
+/// already taken are committed first (all partitions drain together, for at most
+/// [`HANDOFF_DRAIN`]), then each leader key is deleted so the new owner, which watches for
+/// it, claims at once.
+async fn hand_off(deps: &LeadershipDeps, partitions: &[(PartitionKey, shale_meta::Revision)]) {
+    let existing: Vec<PartitionKey> = partitions
+        .iter()
+        .map(|(key, _)| *key)
+        .filter(|key| deps.view.topic_by_id(key.0).is_some())
+        .collect();
+    let stuck = deps.writer.drain(&existing, HANDOFF_DRAIN).await;
+    if !stuck.is_empty() {
+        warn!(
+            partitions = stuck.len(),
+            "handoff: appends still uncommitted after the drain wait; failing them"
+        );
     }
+    futures::stream::iter(partitions.iter().copied())
+        .for_each_concurrent(CLAIM_CONCURRENCY, |(key, fence)| {
+            finish_hand_off(deps, key, fence)
+        })
+        .await;
+}
+
+async fn finish_hand_off(deps: &LeadershipDeps, key: PartitionKey, fence: shale_meta::Revision) {
+    let topic_exists = deps.view.topic_by_id(key.0).is_some();
     let error = if topic_exists {
         LogError::NotLeader {
             topic: topic_name(deps, key),
@@ -561,14 +602,15 @@ async fn read_producers(
     Ok(producers)
 }
 
-/// Deletes our leader key so another agent can claim at once.
+/// Deletes our leader key so another agent can claim at once. A failure leaves the key
+/// behind; the next reconcile finds it in the view and tries again.
 async fn release(deps: &LeadershipDeps, key: PartitionKey, fence: shale_meta::Revision) {
     let leader_key = deps.keys.partition_leader(key.0, key.1);
     let txn = Txn::new()
         .when([Compare::mod_revision(leader_key.clone(), fence)])
         .and_then([TxnOp::delete(leader_key)]);
     if let Err(error) = deps.meta.txn(txn).await {
-        warn!(topic_id = %key.0, partition = key.1, %error, "could not release partition; its lease will");
+        warn!(topic_id = %key.0, partition = key.1, %error, "could not release partition; retrying at the next check");
     }
 }
 

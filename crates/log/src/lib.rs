@@ -18,6 +18,7 @@ pub mod fuzzing;
 mod groups;
 mod leadership;
 mod metrics;
+mod missing;
 mod offsets;
 pub mod partitioner;
 mod produce;
@@ -116,6 +117,8 @@ struct Inner {
     topic_lookups: tokio::sync::Semaphore,
     /// The consumer groups this agent coordinates.
     coordinator: coordinator::Coordinator,
+    /// Topic names just found missing in the metadata store.
+    missing_topics: missing::MissingTopics,
     /// Held for the life of the engine (see `lock_lease_file`).
     _lease_lock: Option<std::fs::File>,
 }
@@ -322,6 +325,7 @@ impl Log {
                 decode_slots: Arc::new(tokio::sync::Semaphore::new(DECODE_SLOTS)),
                 topic_lookups: tokio::sync::Semaphore::new(TOPIC_LOOKUPS),
                 coordinator,
+                missing_topics: missing::MissingTopics::default(),
             }),
         })
     }
@@ -351,15 +355,17 @@ impl Log {
         for task in tasks {
             let _ = task.await;
         }
-        // The memory tier goes to disk so a restart starts warm.
-        if let Err(error) = self.inner.cache.close().await {
-            warn!(%error, "could not close the block cache; it starts colder next time");
-        }
+        // The partitions go to the other agents now, before the cache is written out (which
+        // can take a while): they claim as soon as the leader keys go with the lease.
         let lease = *self.inner.lease.borrow();
         if lease != 0
             && let Err(error) = self.inner.meta.lease_revoke(lease).await
         {
             warn!(%error, "could not revoke the agent lease; it expires on its own");
+        }
+        // The memory tier goes to disk so a restart starts warm.
+        if let Err(error) = self.inner.cache.close().await {
+            warn!(%error, "could not close the block cache; it starts colder next time");
         }
         info!(agent_id = %self.inner.config.agent_id, "engine stopped");
     }

@@ -166,20 +166,13 @@ impl Log {
             })
             .await?;
         let may_forward = !forwarded && self.inner.forwarder.is_some();
-        if encoded.len() > 1 && !may_forward {
-            for (partition, _) in &encoded {
-                if let Some(leader) = self.inner.leader_elsewhere((topic.id, *partition)) {
-                    return Err(LogError::NotLeader {
-                        topic: topic.name.clone(),
-                        partition: *partition,
-                        leader: Some(leader),
-                    });
-                }
-            }
+        if encoded.len() > 1 {
+            let partitions: Vec<u32> = encoded.iter().map(|(partition, _)| *partition).collect();
+            self.check_leaders(&topic, &partitions, may_forward).await?;
         }
         let mut parts = Vec::with_capacity(encoded.len());
         for (partition, batches) in encoded {
-            let part = self
+            let appended = self
                 .append(
                     AppendRequest {
                         key: (topic.id, partition),
@@ -190,10 +183,69 @@ impl Log {
                     },
                     may_forward,
                 )
-                .await?;
-            parts.push((partition, part));
+                .await;
+            match appended {
+                Ok(part) => parts.push((partition, part)),
+                // Earlier partitions of the request are appended and will commit: the
+                // request as a whole is neither refused nor applied.
+                Err(error) if !parts.is_empty() => {
+                    return Err(LogError::outcome_unknown(partition, &error));
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(ProduceTicket { parts })
+    }
+
+    /// Before a request for several partitions appends anything: every partition must have a
+    /// leader (this agent, or, when forwarding, another one; waited for up to
+    /// `leader_wait`), so a request is not left half-appended because one partition is
+    /// between leaders.
+    async fn check_leaders(
+        &self,
+        topic: &TopicRecord,
+        partitions: &[u32],
+        may_forward: bool,
+    ) -> Result<(), LogError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.leader_wait;
+        let mut changes = self.inner.view.leader_changes();
+        loop {
+            let mut missing = None;
+            for partition in partitions {
+                let key = (topic.id, *partition);
+                if self.inner.writer.leads(key) {
+                    continue;
+                }
+                match self.inner.leader_elsewhere(key) {
+                    Some(leader) if !may_forward => {
+                        return Err(LogError::NotLeader {
+                            topic: topic.name.clone(),
+                            partition: *partition,
+                            leader: Some(leader),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        missing = Some(*partition);
+                        break;
+                    }
+                }
+            }
+            let Some(partition) = missing else {
+                return Ok(());
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(LogError::NotLeader {
+                    topic: topic.name.clone(),
+                    partition,
+                    leader: None,
+                });
+            }
+            // Our own claims show in the writer before the view: poll as well.
+            let wait = (deadline - now).min(std::time::Duration::from_millis(50));
+            let _ = tokio::time::timeout(wait, changes.changed()).await;
+        }
     }
 
     /// Accepts Kafka RecordBatch v2 bytes (one or more concatenated batches) for one

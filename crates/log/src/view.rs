@@ -472,6 +472,26 @@ impl ClusterView {
         }
     }
 
+    /// The partitions whose leader key names `agent_id` under `lease`, with the key's mod
+    /// revision.
+    pub(crate) fn leader_keys_of(
+        &self,
+        agent_id: &str,
+        lease: i64,
+    ) -> Vec<(PartitionKey, Revision)> {
+        self.read()
+            .partitions
+            .iter()
+            .filter(|(_, partition)| {
+                partition
+                    .leader
+                    .as_ref()
+                    .is_some_and(|leader| leader.agent_id == agent_id && leader.lease == lease)
+            })
+            .map(|(key, partition)| (*key, partition.leader_revision))
+            .collect()
+    }
+
     /// A receiver that changes whenever the partition's high watermark does.
     pub(crate) fn watch_high_watermark(&self, key: PartitionKey) -> watch::Receiver<i64> {
         let mut state = self.write();

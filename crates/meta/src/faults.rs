@@ -25,7 +25,7 @@ pub enum TxnFault {
 
 #[derive(Debug)]
 struct Armed {
-    /// Transactions that put a key with this prefix fail.
+    /// Transactions that put or delete a key with this prefix fail.
     prefix: Vec<u8>,
     fault: TxnFault,
 }
@@ -48,7 +48,8 @@ impl MetaFaults {
         Self::default()
     }
 
-    /// The next `count` transactions that put a key starting with `prefix` fail with `fault`.
+    /// The next `count` transactions that put or delete a key starting with `prefix` fail
+    /// with `fault`.
     pub fn fail_txns_writing(&self, prefix: impl Into<Vec<u8>>, fault: TxnFault, count: usize) {
         let prefix = prefix.into();
         let mut state = self.lock();
@@ -77,10 +78,11 @@ impl MetaFaults {
     fn take_for(&self, txn: &Txn) -> Option<TxnFault> {
         let mut state = self.lock();
         let writes = |prefix: &[u8]| {
-            txn.success
-                .iter()
-                .chain(&txn.failure)
-                .any(|op| matches!(op, TxnOp::Put { key, .. } if key.starts_with(prefix)))
+            txn.success.iter().chain(&txn.failure).any(|op| match op {
+                TxnOp::Put { key, .. } => key.starts_with(prefix),
+                TxnOp::Delete { range } => range.start.starts_with(prefix),
+                TxnOp::Get { .. } => false,
+            })
         };
         let position = state.armed.iter().position(|armed| writes(&armed.prefix))?;
         let fault = state.armed.remove(position).map(|armed| armed.fault)?;

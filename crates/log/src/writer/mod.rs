@@ -31,7 +31,7 @@ pub(crate) use flush::{FlushDeps, run_flusher};
 use open_segment::{OpenBatch, OpenSegment, PendingAppend};
 
 /// How often a draining partition checks whether its last commit landed.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// Offsets given to one acknowledged append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,28 +545,43 @@ impl Writer {
             .send_modify(|generation| *generation += 1);
     }
 
-    /// Stops taking appends for `key` and waits, at most `wait`, until every append it took
-    /// is committed or failed (the open segment is sealed at once for it). Returns whether
-    /// it drained; the caller then stops leading the partition and releases it, and a
-    /// graceful handoff fails nothing that was appended.
-    pub(crate) async fn drain(&self, key: PartitionKey, wait: Duration) -> bool {
-        {
+    /// Stops taking appends for `keys` and waits, at most `wait`, until every append they
+    /// took is committed or failed (the open segment is sealed at once). Returns the
+    /// partitions that did not drain; the caller then stops leading them all and releases
+    /// them, and a graceful handoff fails nothing that was appended.
+    pub(crate) async fn drain(
+        &self,
+        keys: &[PartitionKey],
+        wait: Duration,
+    ) -> HashSet<PartitionKey> {
+        let draining: HashSet<PartitionKey> = {
             let mut state = self.lock();
-            let Some(leader) = state.leaders.get_mut(&key) else {
-                return true;
-            };
-            leader.accepting = false;
+            let mut draining = HashSet::with_capacity(keys.len());
+            for key in keys {
+                if let Some(leader) = state.leaders.get_mut(key) {
+                    leader.accepting = false;
+                    draining.insert(*key);
+                }
+            }
+            if draining.is_empty() {
+                return draining;
+            }
             state.seal_requested = true;
-        }
+            draining
+        };
         self.shared.flush_wakeup.notify_one();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let pending = self.lock().pending.values().any(|p| p.key == key);
-            if !pending {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
+            // One pass over the pending appends for every partition draining.
+            let busy: HashSet<PartitionKey> = self
+                .lock()
+                .pending
+                .values()
+                .map(|p| p.key)
+                .filter(|key| draining.contains(key))
+                .collect();
+            if busy.is_empty() || tokio::time::Instant::now() >= deadline {
+                return busy;
             }
             tokio::time::sleep(DRAIN_POLL).await;
         }

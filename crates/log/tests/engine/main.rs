@@ -1487,3 +1487,51 @@ async fn commit_refused_by_metadata_resyncs_and_retries_cleanly(backends: Backen
         .collect();
     assert_eq!(values, ["a", "b"]);
 }
+
+/// Found in review: a handoff whose release transaction failed left the leader key under the
+/// old leader's live lease, so the partition's new owner could never claim it. The next
+/// check deletes such leftover keys, and every partition gets a leader again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_release_is_retried_and_the_new_owner_claims() {
+    let h = Harness::start(Backends::EtcdS3).await;
+    let partitions = 8;
+    h.create_topic("moving", partitions).await;
+    // The first transaction that touches a leader key is the handoff's release (the joining
+    // agent only reads keys that are held): refuse it.
+    h.meta_faults.fail_txns_writing(
+        format!("{}/partitions/", harness::test_keys().root()),
+        TxnFault::Refuse,
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let other = h
+        .open_another(
+            shale_log::LogConfig {
+                agent_id: "joining-agent".to_owned(),
+                lease_file: Some(dir.path().join("lease")),
+                ..test_config()
+            },
+            9,
+        )
+        .await
+        .unwrap();
+    let mut settled = false;
+    for _ in 0..400 {
+        let led =
+            |log: &shale_log::Log| (0..partitions).filter(|p| log.leads("moving", *p)).count();
+        if h.meta_faults.injected() == 1
+            && led(&other) > 0
+            && led(h.log()) + led(&other) == partitions as usize
+        {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        settled,
+        "partitions without a leader 10 s after a refused release (faults injected: {})",
+        h.meta_faults.injected()
+    );
+    other.shutdown().await;
+}
