@@ -15,7 +15,7 @@ set -euo pipefail
 seconds="${1:-20}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$repo/target}/fuzz"
-targets=(batch_decode batch_iter segment_decode segment_ranged_read meta_records meta_keys embedded_codec cache_block object_names grpc_produce)
+targets=(batch_decode batch_iter segment_decode segment_ranged_read meta_records meta_keys embedded_codec cache_block object_names grpc_produce grpc_join_group)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz-smoke: installing cargo-fuzz"

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use shale_meta::{
-    AgentRecord, GroupOffsetRecord, IndexEntry, LeaderRecord, LogStartRecord, PartitionState,
+    AgentRecord, GroupOffsetRecord, GroupRecord, IndexEntry, LeaderRecord, LogStartRecord, PartitionState,
     ProducerState, Record, TopicRecord,
 };
 
@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
             .map(|v| AgentRecord::decode(key, &v.encode()).ok() == Some(v)),
         GroupOffsetRecord::decode(key, data)
             .map(|v| GroupOffsetRecord::decode(key, &v.encode()).ok() == Some(v)),
+        GroupRecord::decode(key, data)
+            .map(|v| GroupRecord::decode(key, &v.encode()).ok() == Some(v)),
     ] {
         if let Ok(same) = round_trips {
             assert!(same, "a decoded record re-encodes to itself");

@@ -67,6 +67,10 @@ pub struct AgentConfig {
     /// (`group.initial.rebalance.delay.ms`).
     #[serde(with = "humantime_serde")]
     pub group_initial_rebalance_delay: Duration,
+    /// A group with no members and no offset commit or rebalance for this long is deleted
+    /// (Kafka's `offsets.retention.minutes`); 0 keeps groups forever.
+    #[serde(with = "humantime_serde")]
+    pub offsets_retention: Duration,
     /// Native gRPC API listener.
     pub grpc_addr: SocketAddr,
     /// `host:port` that clients and other agents dial for this agent's gRPC API, registered
@@ -213,6 +217,7 @@ impl Default for AgentConfig {
             lease_ttl: engine.lease_ttl,
             group_min_session_timeout: engine.group_min_session_timeout,
             group_initial_rebalance_delay: engine.group_initial_rebalance_delay,
+            offsets_retention: engine.offsets_retention,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             advertised_grpc_addr: None,
             zone: None,
@@ -253,6 +258,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "lease_ttl",
     "group_min_session_timeout",
     "group_initial_rebalance_delay",
+    "offsets_retention",
     "grpc_addr",
     "advertised_grpc_addr",
     "zone",
@@ -532,6 +538,7 @@ impl AgentConfig {
             lease_ttl: self.lease_ttl,
             group_min_session_timeout: self.group_min_session_timeout,
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
+            offsets_retention: self.offsets_retention,
             zone: self.zone.clone(),
             ..LogConfig::default()
         }

@@ -30,3 +30,36 @@ pub fn produce_request(data: &[u8], compression: &str, max_message_bytes: u32) {
         Err(_) => {}
     }
 }
+
+/// One `JoinGroupRequest` message body, and the bytes of a native member's metadata and
+/// assignment: the wire-level count bounds hold for what prost materialises, and the
+/// engine's JSON codecs decode or fail cleanly, re-encoding what they decode to the same
+/// value.
+pub fn join_group_request(data: &[u8]) {
+    if shale_proto::bounded::check::<v1::JoinGroupRequest>(data).is_ok()
+        && let Ok(request) = v1::JoinGroupRequest::decode(data)
+    {
+        assert!(request.topics.len() <= shale_proto::bounded::MAX_TOPICS_PER_JOIN);
+        assert!(request.assignors.len() <= shale_proto::bounded::MAX_ASSIGNORS_PER_JOIN);
+        let subscription = shale_log::NativeSubscription {
+            topics: request.topics,
+        };
+        assert_eq!(
+            shale_log::NativeSubscription::decode(&subscription.encode()).ok(),
+            Some(subscription)
+        );
+    }
+    if let Ok(subscription) = shale_log::NativeSubscription::decode(data) {
+        assert_eq!(
+            shale_log::NativeSubscription::decode(&subscription.encode()).ok(),
+            Some(subscription)
+        );
+    }
+    if let Ok(assignment) = shale_log::decode_native_assignment(data) {
+        let again = shale_log::encode_native_assignment(&assignment);
+        assert_eq!(
+            shale_log::decode_native_assignment(&again).ok(),
+            Some(assignment)
+        );
+    }
+}

@@ -43,6 +43,10 @@ pub(crate) struct GlobalArgs {
     /// PEM private key of --client-cert.
     #[arg(long, global = true, env = "SHALE_CLIENT_KEY", value_name = "FILE")]
     pub(crate) client_key: Option<PathBuf>,
+    /// The zone this command runs in (as agents are started with --zone): it talks to an
+    /// agent of that zone when one is up, so reads cause no cross-zone traffic.
+    #[arg(long, global = true, env = "SHALE_CLIENT_ZONE", value_name = "ZONE")]
+    pub(crate) client_zone: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

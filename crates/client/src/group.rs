@@ -86,8 +86,8 @@ enum Signal {
 
 /// Queue of fetched batches from all assigned partitions.
 const BATCH_QUEUE: usize = 16;
-/// Failed calls in a row to the coordinator before a rejoin gives up.
-const MAX_JOIN_ATTEMPTS: u32 = 60;
+/// Longest pause between attempts to rejoin.
+const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A consumer-group member; see [`Client::group_consumer`].
 #[derive(Debug)]
@@ -102,6 +102,8 @@ pub struct GroupConsumer {
     batches: mpsc::Receiver<Result<GroupBatch, ClientError>>,
     fetchers: Vec<JoinHandle<()>>,
     heartbeat: Option<(JoinHandle<()>, watch::Receiver<Signal>)>,
+    /// Set when a commit learned that this member's generation is over.
+    pending_rejoin: Option<Signal>,
 }
 
 impl Drop for GroupConsumer {
@@ -131,6 +133,7 @@ impl GroupConsumer {
             batches,
             fetchers: Vec::new(),
             heartbeat: None,
+            pending_rejoin: None,
         };
         consumer.rejoin(false).await?;
         Ok(consumer)
@@ -146,6 +149,10 @@ impl GroupConsumer {
     /// committed offsets.
     pub async fn next_batch(&mut self) -> Result<GroupBatch, ClientError> {
         loop {
+            if let Some(signal) = self.pending_rejoin.take() {
+                self.rejoin(signal == Signal::Forgotten).await?;
+                continue;
+            }
             let signal = match &mut self.heartbeat {
                 Some((_, signal)) => signal.clone(),
                 None => watch::channel(Signal::Rejoin).1,
@@ -212,7 +219,17 @@ impl GroupConsumer {
                         attempt += 1;
                         self.coordinator = None;
                     }
-                    Err(error) => return Err(error),
+                    Err(error) => {
+                        // The generation is over: the next `next_batch` rejoins.
+                        match error.group_error() {
+                            Some("rebalance-in-progress" | "illegal-generation") => {
+                                self.pending_rejoin = Some(Signal::Rejoin);
+                            }
+                            Some("unknown-member") => self.pending_rejoin = Some(Signal::Forgotten),
+                            _ => {}
+                        }
+                        return Err(error);
+                    }
                 }
             }
             done.extend(
@@ -291,7 +308,14 @@ impl GroupConsumer {
             (Some(generation), false) => generation.member_id.clone(),
             _ => String::new(),
         };
-        let mut failures = 0;
+        // Riding out a coordinator that died (its partitions and groups move after its
+        // lease) or a metadata store hiccup: keep trying for a rebalance timeout.
+        let give_up = tokio::time::Instant::now()
+            + self
+                .options
+                .rebalance_timeout
+                .max(self.options.session_timeout);
+        let mut backoff = Duration::from_millis(100);
         let joined = loop {
             let result = match self.coordinator().await {
                 Ok(coordinator) => coordinator.join_group(&self.options, &member_id).await,
@@ -304,12 +328,12 @@ impl GroupConsumer {
                 }
                 Err(error) if is_not_coordinator(&error) || error.is_retryable() => {
                     self.coordinator = None;
-                    failures += 1;
-                    if failures >= MAX_JOIN_ATTEMPTS {
+                    if tokio::time::Instant::now() >= give_up {
                         return Err(error);
                     }
                     debug!(%error, "joining the group failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_JOIN_BACKOFF);
                 }
                 Err(error) => return Err(error),
             }

@@ -75,6 +75,11 @@ pub struct LogConfig {
     /// Memory the coordinator's member state (metadata, assignments) may take over all its
     /// groups; a join past it is refused as busy.
     pub max_group_memory: ByteSize,
+    /// A group with no members whose last rebalance and last offset commit are older than
+    /// this is deleted, offsets and all (Kafka's `offsets.retention.minutes`). 0 keeps
+    /// groups forever.
+    #[serde(with = "humantime_serde")]
+    pub offsets_retention: Duration,
 }
 
 impl Default for LogConfig {
@@ -99,6 +104,7 @@ impl Default for LogConfig {
             group_max_size: 1000,
             max_active_groups: 10_000,
             max_group_memory: ByteSize::mib(256),
+            offsets_retention: Duration::from_hours(7 * 24),
         }
     }
 }

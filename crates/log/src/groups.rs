@@ -74,7 +74,8 @@ impl Log {
                 )));
             }
         }
-        let fence = self.commit_fence(group, member).await?;
+        let fence_revision = self.commit_fence(group, member).await?;
+        let fence = fence_revision;
         let state_key = self.inner.keys.group_state(group);
         let fence = if fence == 0 {
             Compare::absent(state_key)
@@ -117,6 +118,7 @@ impl Log {
                 .txn(Txn::new().when([fence]).and_then(ops))
                 .await?;
             if !response.succeeded {
+                self.report_fenced(group, fence_revision).await;
                 return Err(fenced());
             }
             self.inner.metrics.group_commits.inc();
@@ -134,7 +136,10 @@ impl Log {
                 Ok(response) if response.succeeded => {
                     applied.push((range, Some(response.revision)));
                 }
-                Ok(_) => return Err(self.roll_back(&puts, &before, &applied, fenced()).await),
+                Ok(_) => {
+                    self.report_fenced(group, fence_revision).await;
+                    return Err(self.roll_back(&puts, &before, &applied, fenced()).await);
+                }
                 Err(error) => {
                     // A lost answer may hide a landed transaction: undo it too, by value.
                     if matches!(error, MetaError::Unavailable(_) | MetaError::Internal(_)) {

@@ -298,6 +298,8 @@ impl Log {
             bytes: std::sync::atomic::AtomicUsize::new(0),
             shutdown: background_shutdown.clone(),
         });
+        let mut tasks = vec![view_task, leadership_task];
+        tasks.extend(coordinator.start_retention(config.offsets_retention));
         info!(agent_id = %config.agent_id, topics = view.topics().len(), "engine started");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -319,7 +321,7 @@ impl Log {
                 lease: lease_rx,
                 flusher_shutdown,
                 background_shutdown,
-                tasks: std::sync::Mutex::new(vec![view_task, leadership_task]),
+                tasks: std::sync::Mutex::new(tasks),
                 _lease_lock: lease_lock,
                 flusher: std::sync::Mutex::new(Some(flusher)),
                 decode_slots: Arc::new(tokio::sync::Semaphore::new(DECODE_SLOTS)),

@@ -19,6 +19,7 @@ pub struct LogMetrics {
     pub corrupt_reads: Counter,
     pub group_commits: Counter,
     pub group_rebalances: Counter,
+    pub groups_expired: Counter,
     pub claims: Counter,
     pub lease_losses: Counter,
     pub buffered_bytes: Gauge,
@@ -90,6 +91,11 @@ impl LogMetrics {
                 &metrics.group_rebalances,
             ),
             (
+                "groups_expired",
+                "Consumer groups deleted after their offsets retention",
+                &metrics.groups_expired,
+            ),
+            (
                 "claims",
                 "Partitions claimed by this agent",
                 &metrics.claims,
@@ -146,6 +152,7 @@ impl LogMetrics {
             corrupt_reads: Counter::default(),
             group_commits: Counter::default(),
             group_rebalances: Counter::default(),
+            groups_expired: Counter::default(),
             claims: Counter::default(),
             lease_losses: Counter::default(),
             buffered_bytes: Gauge::default(),

@@ -44,6 +44,7 @@ impl Target {
             addr: global.addr.clone(),
             options: ClientOptions {
                 tls,
+                zone: global.client_zone.clone().filter(|zone| !zone.is_empty()),
                 ..ClientOptions::default()
             },
         })

@@ -63,6 +63,13 @@ pub(super) enum Command {
     Describe {
         reply: Reply<GroupDescription>,
     },
+    /// An offset commit checked by this task failed its compare on the state key: if the
+    /// key is no longer at the revision the task holds, another agent wrote the group and
+    /// this task lets go of it.
+    Fenced {
+        revision: Revision,
+        reply: Reply<()>,
+    },
 }
 
 impl Command {
@@ -76,6 +83,7 @@ impl Command {
             }
             Self::CheckCommit { reply, .. } => drop(reply.send(Err(error))),
             Self::Describe { reply } => drop(reply.send(Err(error))),
+            Self::Fenced { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -91,7 +99,10 @@ enum Phase {
         /// ... and at this point at the latest, without the members that did not rejoin.
         deadline: Instant,
     },
-    Completing,
+    /// Waiting for the leader's assignment, until the deadline (the rebalance timeout).
+    Completing {
+        deadline: Instant,
+    },
     Stable,
 }
 
@@ -134,6 +145,22 @@ impl Member {
             + self.assignment.len()
     }
 
+    /// About what the member takes in the stored group record (JSON, bytes as base64), with
+    /// its largest protocol's metadata, as the protocol is chosen later.
+    fn stored_size(&self) -> usize {
+        let metadata = self
+            .protocols
+            .iter()
+            .map(|p| p.metadata.len())
+            .max()
+            .unwrap_or(0);
+        256 + self.id.len()
+            + self.client_id.len()
+            + self.client_host.len()
+            + self.instance_id.as_ref().map_or(0, String::len)
+            + (metadata + self.assignment.len()) * 4 / 3
+    }
+
     fn refresh(&mut self, now: Instant) {
         self.expires = now + self.session_timeout;
     }
@@ -156,6 +183,8 @@ pub(super) struct Group {
     revision: Revision,
     /// What this group counts against [`Context::bytes`].
     accounted: usize,
+    /// Native groups: the topics and partition counts the current assignment covers.
+    assigned_topics: BTreeMap<String, u32>,
     /// Set when the task must end (a lost write, a failure to persist).
     gone: Option<LogError>,
 }
@@ -174,6 +203,7 @@ impl Group {
             phase: Phase::Empty,
             revision: 0,
             accounted: 0,
+            assigned_topics: BTreeMap::new(),
             gone: None,
         }
     }
@@ -185,11 +215,14 @@ impl Group {
         registry: Registry,
         id: u64,
     ) {
+        // Subscribed before the load, so a move of the group while it loads is not missed.
+        let mut membership = self.ctx.view.membership_changes();
         if let Err(error) = self.load().await {
             warn!(group = %self.name, %error, "could not load a group's state");
             self.gone = Some(error);
+        } else if !self.ctx.coordinates(&self.name) {
+            self.gone = Some(self.ctx.not_coordinator(&self.name));
         }
-        let mut membership = self.ctx.view.membership_changes();
         while self.gone.is_none() {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -201,6 +234,8 @@ impl Group {
                 changed = membership.changed() => {
                     if changed.is_err() || !self.ctx.coordinates(&self.name) {
                         self.gone = Some(self.ctx.not_coordinator(&self.name));
+                    } else {
+                        self.topics_changed(Instant::now());
                     }
                 }
                 () = self.ctx.shutdown.cancelled() => self.gone = Some(LogError::ShuttingDown),
@@ -275,7 +310,9 @@ impl Group {
         self.protocol = record.protocol;
         self.leader = record.leader;
         for member in record.members {
-            let session_timeout = Duration::from_millis(member.session_timeout_ms);
+            // Bounded, so a damaged record cannot overflow the timers.
+            let session_timeout = Duration::from_millis(member.session_timeout_ms)
+                .clamp(Duration::from_millis(1), super::MAX_REBALANCE_TIMEOUT);
             let protocols = self
                 .protocol
                 .iter()
@@ -292,7 +329,8 @@ impl Group {
                     client_id: member.client_id,
                     client_host: member.client_host,
                     session_timeout,
-                    rebalance_timeout: Duration::from_millis(member.rebalance_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(member.rebalance_timeout_ms)
+                        .clamp(Duration::from_millis(1), super::MAX_REBALANCE_TIMEOUT),
                     protocols,
                     assignment: Bytes::from(member.assignment),
                     // Members get a full session with the new coordinator to find it.
@@ -304,6 +342,9 @@ impl Group {
         }
         if !self.members.is_empty() {
             self.phase = Phase::Stable;
+            if self.protocol_type.as_deref() == Some(SERVER_ASSIGNED_PROTOCOL_TYPE) {
+                self.assigned_topics = self.subscribed_partitions();
+            }
         }
         debug!(group = %self.name, generation = self.generation, members = self.members.len(), "group loaded");
         Ok(())
@@ -326,6 +367,9 @@ impl Group {
             if self.all_joined() {
                 consider(not_before);
             }
+        }
+        if let Phase::Completing { deadline } = self.phase {
+            consider(deadline);
         }
         next
     }
@@ -356,6 +400,13 @@ impl Group {
             Command::Describe { reply } => {
                 let _ = reply.send(Ok(self.describe()));
             }
+            Command::Fenced { revision, reply } => {
+                if revision == self.revision {
+                    warn!(group = %self.name, "another agent wrote this group's state; letting go of it");
+                    self.gone = Some(self.ctx.not_coordinator(&self.name));
+                }
+                let _ = reply.send(Ok(()));
+            }
         }
     }
 
@@ -384,6 +435,53 @@ impl Group {
         {
             self.complete_join(now).await;
         }
+        if let Phase::Completing { deadline } = self.phase
+            && now >= deadline
+        {
+            // The leader never sent the assignment (or members never asked for theirs):
+            // those that did not sync are out, and the rest rebalance.
+            let silent: Vec<String> = self
+                .members
+                .values()
+                .filter(|m| m.syncing.is_none())
+                .map(|m| m.id.clone())
+                .collect();
+            info!(group = %self.name, members = ?silent, "members did not sync in time");
+            for id in &silent {
+                self.remove_member(id);
+            }
+            self.members_changed(now).await;
+        }
+    }
+
+    /// A topic a native member subscribes to appeared or grew: the group is reassigned.
+    fn topics_changed(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Stable)
+            || self.protocol_type.as_deref() != Some(SERVER_ASSIGNED_PROTOCOL_TYPE)
+        {
+            return;
+        }
+        if self.subscribed_partitions() != self.assigned_topics {
+            info!(group = %self.name, "subscribed topics changed; rebalancing");
+            self.prepare_rebalance(now);
+        }
+    }
+
+    /// Partition counts of the topics native members subscribe to, as the view has them.
+    fn subscribed_partitions(&self) -> BTreeMap<String, u32> {
+        let name = self.protocol.as_deref();
+        let mut partitions = BTreeMap::new();
+        for member in self.members.values() {
+            let Ok(subscription) = NativeSubscription::decode(&member.metadata_for(name)) else {
+                continue;
+            };
+            for topic in subscription.topics {
+                if let Some(record) = self.ctx.view.topic(&topic) {
+                    partitions.insert(topic, record.partitions);
+                }
+            }
+        }
+        partitions
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
@@ -450,7 +548,10 @@ impl Group {
                 joining: Some(reply),
                 syncing: None,
             };
-            if let Err(error) = self.admit(member.footprint()) {
+            if let Err(error) = self
+                .admit(member.footprint())
+                .and_then(|()| self.fits(member.stored_size()))
+            {
                 if let Some(reply) = member.joining {
                     let _ = reply.send(Err(error));
                 }
@@ -466,16 +567,36 @@ impl Group {
             return;
         }
         let phase = self.phase;
-        let is_leader = self.leader.as_deref() == Some(request.member_id.as_str());
+        // A Kafka leader rejoins a stable group to have it reassigned (its metadata may have
+        // changed); native groups are reassigned by the coordinator itself.
+        let leader_rejoins = self.leader.as_deref() == Some(request.member_id.as_str())
+            && matches!(phase, Phase::Stable)
+            && self.protocol_type.as_deref() != Some(SERVER_ASSIGNED_PROTOCOL_TYPE);
+        let (unchanged, grows_by) = match self.members.get(&request.member_id) {
+            Some(member) => {
+                let new: usize = request.protocols.iter().map(|p| p.metadata.len()).sum();
+                let old: usize = member.protocols.iter().map(|p| p.metadata.len()).sum();
+                (
+                    member.protocols == request.protocols,
+                    new.saturating_sub(old),
+                )
+            }
+            None => return,
+        };
+        if !unchanged && let Err(error) = self.admit(grows_by).and_then(|()| self.fits(grows_by)) {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        if self.members.len() == 1 {
+            // The only member may switch protocol type.
+            self.protocol_type = Some(request.protocol_type.clone());
+        }
         let Some(member) = self.members.get_mut(&request.member_id) else {
             return;
         };
         member.refresh(now);
-        let unchanged = member.protocols == request.protocols;
         match phase {
-            Phase::Completing | Phase::Stable
-                if unchanged && !(is_leader && matches!(phase, Phase::Stable)) =>
-            {
+            Phase::Completing { .. } | Phase::Stable if unchanged && !leader_rejoins => {
                 // A retried join of the current generation: answer it again, no rebalance.
                 let response = self.join_response(&request.member_id);
                 let _ = reply.send(Ok(response));
@@ -493,6 +614,30 @@ impl Group {
                 self.maybe_complete_join(now).await;
             }
         }
+    }
+
+    /// Refuses a member whose metadata would make the group's stored state too large for the
+    /// metadata store (the group itself carries on without it).
+    fn fits(&self, more: usize) -> Result<(), LogError> {
+        let size: usize = self
+            .members
+            .values()
+            .map(Member::stored_size)
+            .sum::<usize>()
+            + more;
+        let limit = self
+            .ctx
+            .meta
+            .limits()
+            .max_request_bytes
+            .saturating_sub(4096);
+        if size > limit {
+            return Err(LogError::InvalidRequest(format!(
+                "group {:?} would need about {size} bytes of stored state with this member, more than the metadata store's limit of {limit}: use fewer members or smaller metadata",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a member whose memory would take the coordinator past its budget.
@@ -546,7 +691,7 @@ impl Group {
     fn prepare_rebalance(&mut self, now: Instant) {
         match self.phase {
             Phase::Preparing { .. } => return,
-            Phase::Completing => {
+            Phase::Completing { .. } => {
                 // The leader's assignment for the old membership is moot.
                 for member in self.members.values_mut() {
                     if let Some(reply) = member.syncing.take() {
@@ -620,11 +765,16 @@ impl Group {
         {
             self.leader = self.members.keys().next().cloned();
         }
+        // Native groups assign from the previous generation's assignment (sticky keeps it
+        // where balance allows); Kafka leaders send a new one with SyncGroup.
+        let server_assigned = self.protocol_type.as_deref() == Some(SERVER_ASSIGNED_PROTOCOL_TYPE);
         for member in self.members.values_mut() {
-            member.assignment = Bytes::new();
+            if !server_assigned {
+                member.assignment = Bytes::new();
+            }
             member.refresh(now);
         }
-        if self.protocol_type.as_deref() == Some(SERVER_ASSIGNED_PROTOCOL_TYPE) {
+        if server_assigned {
             match self.assign_on_server().await {
                 Ok(()) => {}
                 Err(error) => {
@@ -638,7 +788,15 @@ impl Group {
                 return;
             }
         } else {
-            self.phase = Phase::Completing;
+            let wait = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or_default();
+            self.phase = Phase::Completing {
+                deadline: now + wait,
+            };
         }
         info!(
             group = %self.name,
@@ -705,14 +863,10 @@ impl Group {
             LogError::InvalidRequest(format!("unknown partition assignor {name:?}"))
         })?;
         let mut subscriptions = Vec::with_capacity(self.members.len());
-        let mut partitions = BTreeMap::new();
+        let partitions = self.subscribed_partitions();
+        self.assigned_topics = partitions.clone();
         for member in self.members.values() {
             let subscription = NativeSubscription::decode(&member.metadata_for(Some(&name)))?;
-            for topic in &subscription.topics {
-                if let Some(record) = self.ctx.view.topic(topic) {
-                    partitions.insert(topic.clone(), record.partitions);
-                }
-            }
             subscriptions.push(Subscription {
                 member_id: member.id.clone(),
                 topics: subscription.topics,
@@ -806,7 +960,7 @@ impl Group {
                     .unwrap_or_default();
                 let _ = reply.send(Ok(assignment));
             }
-            Phase::Completing => {
+            Phase::Completing { .. } => {
                 let is_leader = self.leader.as_deref() == Some(member.member_id.as_str());
                 if let Some(known) = self.members.get_mut(&member.member_id)
                     && let Some(previous) = known.syncing.replace(reply)
@@ -854,7 +1008,7 @@ impl Group {
             Phase::Preparing { .. } => Err(LogError::RebalanceInProgress {
                 group: self.name.clone(),
             }),
-            Phase::Empty | Phase::Completing | Phase::Stable => Ok(()),
+            Phase::Empty | Phase::Completing { .. } | Phase::Stable => Ok(()),
         }
     }
 
@@ -928,7 +1082,7 @@ impl Group {
         match self.phase {
             // Members commit what they consumed before rejoining (Kafka's rule); only the
             // gap between join and assignment is refused.
-            Phase::Completing => Err(LogError::RebalanceInProgress {
+            Phase::Completing { .. } => Err(LogError::RebalanceInProgress {
                 group: self.name.clone(),
             }),
             _ => Ok(self.revision),
@@ -939,7 +1093,7 @@ impl Group {
         let phase = match self.phase {
             Phase::Empty => GroupPhase::Empty,
             Phase::Preparing { .. } => GroupPhase::PreparingRebalance,
-            Phase::Completing => GroupPhase::CompletingRebalance,
+            Phase::Completing { .. } => GroupPhase::CompletingRebalance,
             Phase::Stable => GroupPhase::Stable,
         };
         GroupDescription {

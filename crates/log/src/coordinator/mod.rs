@@ -11,6 +11,7 @@
 
 pub(crate) mod assign;
 mod group;
+mod retention;
 mod types;
 
 use std::collections::HashMap;
@@ -198,6 +199,20 @@ impl Coordinator {
 
     pub(crate) fn active_groups(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Starts deleting groups idle past `retention` (none when it is zero).
+    pub(crate) fn start_retention(
+        &self,
+        retention: Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        (!retention.is_zero()).then(|| {
+            tokio::spawn(retention::run(
+                Arc::clone(&self.ctx),
+                self.groups.clone(),
+                retention,
+            ))
+        })
     }
 }
 
@@ -392,6 +407,28 @@ impl Log {
                 reply,
             })
             .await
+    }
+
+    /// An offset commit the group's task allowed failed its compare on the state key at
+    /// `revision`: the task checks whether someone else wrote the group (and lets go of it).
+    pub(crate) async fn report_fenced(&self, group: &str, revision: Revision) {
+        let coordinator = &self.inner.coordinator;
+        let sender = coordinator
+            .groups
+            .lock()
+            .groups
+            .get(group)
+            .map(|(_, sender)| sender.clone());
+        if let Some(sender) = sender {
+            let (reply, answer) = oneshot::channel();
+            if sender
+                .send(Command::Fenced { revision, reply })
+                .await
+                .is_ok()
+            {
+                let _ = answer.await;
+            }
+        }
     }
 
     /// Groups with members that this agent coordinates now.

@@ -527,3 +527,223 @@ pub(crate) async fn each_group_has_one_coordinator_and_the_other_agent_points_to
     other.shutdown().await;
     h.log().shutdown().await;
 }
+
+/// Sticky assignment keeps partitions where they were: when a third member joins two that
+/// split six partitions, each of the two keeps two of its three (found in review: the
+/// previous assignment was cleared before the assignor saw it, so nothing stuck).
+pub(crate) async fn sticky_rebalances_move_few_partitions(backends: Backends) {
+    let h = Harness::start_with(backends, group_config()).await;
+    h.create_topic("orders", 6).await;
+    let log = h.log();
+    let session = Duration::from_secs(10);
+    let (a, b) = join_two(
+        log,
+        native_join("g", "", &["orders"], session),
+        native_join("g", "", &["orders"], session),
+    )
+    .await;
+    let before = [partitions_of(&a), partitions_of(&b)];
+    let third = tokio::spawn({
+        let log = log.clone();
+        async move {
+            log.join_group(native_join("g", "", &["orders"], session))
+                .await
+        }
+    });
+    // The two members learn of the rebalance and rejoin.
+    for _ in 0..100 {
+        if log.heartbeat("g", member(&a)).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (a2, b2) = join_two(
+        log,
+        native_join("g", &a.member_id, &["orders"], session),
+        native_join("g", &b.member_id, &["orders"], session),
+    )
+    .await;
+    let c = third.await.unwrap().unwrap();
+    let after = [partitions_of(&a2), partitions_of(&b2), partitions_of(&c)];
+    assert_covers(&after, 6);
+    for (old, new) in before.iter().zip(&after) {
+        let kept = new.iter().filter(|p| old.contains(p)).count();
+        assert_eq!(
+            (new.len(), kept),
+            (2, 2),
+            "before {before:?}, after {after:?}"
+        );
+    }
+    h.log().shutdown().await;
+}
+
+/// A native member subscribed to a topic that does not exist yet gets its partitions once
+/// it is created: the coordinator rebalances when a subscribed topic appears.
+pub(crate) async fn a_topic_created_later_is_assigned(backends: Backends) {
+    let h = Harness::start_with(backends, group_config()).await;
+    let log = h.log();
+    let joined = join(
+        log,
+        native_join("g", "", &["later"], Duration::from_secs(10)),
+    )
+    .await;
+    assert_eq!(
+        decode_native_assignment(joined.assignment.as_deref().unwrap_or_default())
+            .unwrap()
+            .get("later"),
+        None
+    );
+    h.create_topic("later", 3).await;
+    let mut told = false;
+    for _ in 0..200 {
+        match log.heartbeat("g", member(&joined)).await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(LogError::RebalanceInProgress { .. }) => {
+                told = true;
+                break;
+            }
+            Err(other) => panic!("unexpected heartbeat answer: {other}"),
+        }
+    }
+    assert!(
+        told,
+        "the member was not told to rejoin when its topic appeared"
+    );
+    let again = join(
+        log,
+        native_join("g", &joined.member_id, &["later"], Duration::from_secs(10)),
+    )
+    .await;
+    let assignment =
+        decode_native_assignment(again.assignment.as_deref().unwrap_or_default()).unwrap();
+    assert_eq!(assignment.get("later"), Some(&vec![0, 1, 2]));
+    h.log().shutdown().await;
+}
+
+/// A Kafka-style leader that never sends its assignment does not hold the group forever:
+/// after the rebalance timeout it is removed and the members waiting in SyncGroup are told
+/// to rejoin.
+pub(crate) async fn a_leader_that_never_syncs_is_removed(backends: Backends) {
+    let h = Harness::start_with(backends, group_config()).await;
+    let log = h.log();
+    let request = |member_id: &str| JoinGroupRequest {
+        group: "k".to_owned(),
+        member_id: member_id.to_owned(),
+        instance_id: None,
+        client_id: "client".to_owned(),
+        client_host: "10.0.0.1".to_owned(),
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_millis(500),
+        protocol_type: "consumer".to_owned(),
+        protocols: vec![GroupProtocol {
+            name: "range".to_owned(),
+            metadata: Bytes::from_static(b"r"),
+        }],
+        require_known_member_id: false,
+    };
+    let (a, b) = join_two(log, request(""), request("")).await;
+    let follower = if a.leader == a.member_id { b } else { a };
+    let started = tokio::time::Instant::now();
+    let refused = log
+        .sync_group("k", member(&follower), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, LogError::RebalanceInProgress { .. }),
+        "{refused}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let described = log.describe_group("k").await.unwrap();
+    assert_eq!(described.members.len(), 1, "the silent leader is out");
+    assert_eq!(described.members[0].member_id, follower.member_id);
+    h.log().shutdown().await;
+}
+
+/// Offsets retention: an empty group idle past it is deleted (state and offsets); a group
+/// with members, and one that committed lately, stay.
+pub(crate) async fn idle_groups_expire_after_offsets_retention(backends: Backends) {
+    let config = LogConfig {
+        offsets_retention: Duration::from_secs(2),
+        ..group_config()
+    };
+    let h = Harness::start_with(backends, config).await;
+    h.create_topic("orders", 2).await;
+    let log = h.log();
+    let commit = |offset| {
+        vec![GroupOffset {
+            partition: 0,
+            offset,
+            metadata: String::new(),
+        }]
+    };
+    // "idle": committed from outside, then nothing. "left": had a member that left.
+    log.commit_group_offsets("idle", "orders", &commit(1), None)
+        .await
+        .unwrap();
+    let gone = join(
+        log,
+        native_join("left", "", &["orders"], Duration::from_secs(10)),
+    )
+    .await;
+    log.commit_group_offsets("left", "orders", &commit(2), Some(&member(&gone)))
+        .await
+        .unwrap();
+    log.leave_group("left", vec![gone.member_id.clone()])
+        .await
+        .unwrap();
+    // "live": a member that keeps heartbeating.
+    let live = join(
+        log,
+        native_join("live", "", &["orders"], Duration::from_secs(10)),
+    )
+    .await;
+    log.commit_group_offsets("live", "orders", &commit(3), Some(&member(&live)))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    loop {
+        log.heartbeat("live", member(&live)).await.unwrap();
+        // "busy": empty, but commits now and then.
+        log.commit_group_offsets("busy", "orders", &commit(4), None)
+            .await
+            .unwrap();
+        let idle = log
+            .fetch_group_offsets("idle", "orders", &[])
+            .await
+            .unwrap();
+        let left = log
+            .fetch_group_offsets("left", "orders", &[])
+            .await
+            .unwrap();
+        if idle.is_empty() && left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "idle groups not deleted after 15 s: idle {idle:?}, left {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        log.fetch_group_offsets("live", "orders", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        log.fetch_group_offsets("busy", "orders", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The deleted group's state went too: its name starts afresh at generation 1.
+    let again = join(
+        log,
+        native_join("left", "", &["orders"], Duration::from_secs(10)),
+    )
+    .await;
+    assert_eq!(again.generation, 1);
+    h.log().shutdown().await;
+}

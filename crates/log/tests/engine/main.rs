@@ -18,10 +18,12 @@ use shale_log::{
 use shale_meta::TxnFault;
 
 use groups::{
-    a_silent_member_is_evicted_and_the_rest_take_its_partitions,
-    bad_group_requests_get_clear_errors, kafka_style_join_lets_the_leader_assign,
+    a_leader_that_never_syncs_is_removed,
+    a_silent_member_is_evicted_and_the_rest_take_its_partitions, a_topic_created_later_is_assigned,
+    bad_group_requests_get_clear_errors, idle_groups_expire_after_offsets_retention,
+    kafka_style_join_lets_the_leader_assign,
     members_share_partitions_and_stale_generations_are_fenced,
-    membership_survives_a_coordinator_restart,
+    membership_survives_a_coordinator_restart, sticky_rebalances_move_few_partitions,
 };
 
 macro_rules! on_both_backends {
@@ -73,6 +75,10 @@ on_both_backends!(
     kafka_style_join_lets_the_leader_assign,
     membership_survives_a_coordinator_restart,
     bad_group_requests_get_clear_errors,
+    sticky_rebalances_move_few_partitions,
+    a_topic_created_later_is_assigned,
+    a_leader_that_never_syncs_is_removed,
+    idle_groups_expire_after_offsets_retention,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,8 +80,9 @@ pub(super) async fn run(client: Client, args: &ConsumeArgs, group: &str) -> Resu
     };
     let printed = printer.printed;
     drop(printer);
-    let closed = if matches!(outcome, Ok(Stop::ReaderGone)) {
-        // Part of the last batch may be unprinted: leave without committing it.
+    let closed = if matches!(outcome, Ok(Stop::ReaderGone) | Err(_)) {
+        // Part of the last batch may be unprinted (stdout went away or failed), or the
+        // member failed: leave without committing what may not have been printed.
         consumer.abandon().await;
         Ok(())
     } else {
