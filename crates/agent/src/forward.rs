@@ -33,6 +33,9 @@ use crate::server::MAX_GRPC_MESSAGE_BYTES;
 pub(crate) const FORWARDED_METADATA: &str = "shale-forwarded-by";
 /// Requests queued for one leader before `forward` waits (backpressure on the client).
 const LINK_QUEUE: usize = 256;
+/// Largest record batches forwarded in one message: the stream's message limit, less room
+/// for the request's other fields.
+const MAX_FORWARDED_BYTES: usize = MAX_GRPC_MESSAGE_BYTES - (64 << 10);
 /// Requests sent to one leader and not yet answered. The leader's own per-stream bound.
 const MAX_IN_FLIGHT: usize = 1024;
 /// Longest wait for a leader's answer: longer than its commit path under load (leader wait,
@@ -140,9 +143,18 @@ impl Forwarder for GrpcForwarder {
         &self,
         request: ForwardRequest,
     ) -> BoxFuture<'static, Result<ForwardReceiver, LogError>> {
+        // Refused before it is queued: a message the stream cannot carry would break the
+        // link for every request on it.
+        let too_large = request.record_batches.len() > MAX_FORWARDED_BYTES;
+        let size = request.record_batches.len();
         let link = self.link(&request.leader_addr);
         let metrics = self.metrics.clone();
         Box::pin(async move {
+            if too_large {
+                return Err(LogError::InvalidRequest(format!(
+                    "the request's {size} bytes of record batches are too large to forward (at most {MAX_FORWARDED_BYTES}); send it to the partition's leader, or in smaller requests"
+                )));
+            }
             let link = link?;
             let (reply, receiver) = oneshot::channel();
             metrics.requests.inc();
@@ -187,6 +199,16 @@ async fn run_link(
     loop {
         // Idle, or the forwarder is gone: the next forward starts a new link.
         let Ok(Some(first)) = tokio::time::timeout(IDLE_TIMEOUT, queue.recv()).await else {
+            // A request queued as the link went idle was never sent: say so, rather than
+            // letting it look like a lost answer.
+            queue.close();
+            while let Ok(queued) = queue.try_recv() {
+                let _ = queued.reply.send(Err(LogError::Remote {
+                    leader: queued.request.leader,
+                    failure: RemoteFailure::Unavailable,
+                    message: "the link to it closed before the request was sent; retry".to_owned(),
+                }));
+            }
             return;
         };
         let (out_tx, out_rx) = mpsc::channel::<v1::ProduceStreamRequest>(64);
@@ -205,8 +227,23 @@ async fn run_link(
             Ok(Err(status)) => {
                 warn!(%addr, %status, "cannot open a forwarding stream to the leader");
                 if let Some(first) = first_sent {
-                    // The stream never started: nothing was applied.
-                    let error = unreachable(&first.leader, &status.to_string());
+                    let error = if never_connected(&status) {
+                        // No connection: the request never left this agent.
+                        unreachable(&first.leader, &status.to_string())
+                    } else if std::error::Error::source(&status).is_none() {
+                        // The leader refused the stream itself, before reading from it.
+                        LogError::Remote {
+                            leader: first.leader.clone(),
+                            failure: failure_of(status.code()),
+                            message: status.message().to_owned(),
+                        }
+                    } else {
+                        // The connection failed after the request may have reached it.
+                        LogError::OutcomeUnknown(format!(
+                            "forwarded to agent {:?}, whose stream failed before it answered: {status}",
+                            first.leader
+                        ))
+                    };
                     fail(&metrics, first, error);
                 }
                 continue;
@@ -325,6 +362,25 @@ async fn enqueue(
         at: Instant::now(),
         reply,
     })
+}
+
+/// Whether opening the stream failed because no connection could be made (so nothing was
+/// sent).
+fn never_connected(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            );
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Resolves a request with the leader's answer.

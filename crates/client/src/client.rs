@@ -174,6 +174,8 @@ impl Client {
             addr,
             ClientOptions {
                 route_to_leaders: false,
+                // The leader itself, not an agent of this client's zone.
+                zone: None,
                 ..options
             },
         )

@@ -77,10 +77,34 @@ enum TicketPart {
 }
 
 impl ProduceTicket {
-    /// Waits until every partition's part is durable (or failed).
+    /// Waits until every partition's part is durable (or failed). Every part is waited for
+    /// even after one failed: when some parts of a request landed (or may have) and others
+    /// failed, the request as a whole is [`LogError::OutcomeUnknown`], never a clean refusal
+    /// a client would retry into a duplicate.
     pub async fn wait(self) -> Result<Vec<PartitionAck>, LogError> {
-        let mut acks = Vec::with_capacity(self.parts.len());
+        let parts = self.parts.len();
+        let mut acks = Vec::with_capacity(parts);
+        let mut failures = Vec::new();
         for (partition, part) in self.parts {
+            match Self::wait_part(partition, part).await {
+                Ok(ack) => acks.push(ack),
+                Err(error) => failures.push((partition, error)),
+            }
+        }
+        let Some((partition, first)) = failures.first() else {
+            return Ok(acks);
+        };
+        let unknown = failures
+            .iter()
+            .any(|(_, error)| matches!(error, LogError::OutcomeUnknown(_)));
+        if parts > 1 && (!acks.is_empty() || unknown) {
+            return Err(LogError::outcome_unknown(*partition, first));
+        }
+        Err(first.clone())
+    }
+
+    async fn wait_part(partition: u32, part: TicketPart) -> Result<PartitionAck, LogError> {
+        {
             let ack = match part {
                 TicketPart::Local(receiver) => {
                     let AppendAck {
@@ -109,9 +133,8 @@ impl ProduceTicket {
                     ))
                 })??,
             };
-            acks.push(ack);
+            Ok(ack)
         }
-        Ok(acks)
     }
 }
 
@@ -791,4 +814,54 @@ fn recompress(batch: &RecordBatch, codec: Compression) -> Result<Bytes, LogError
     };
     encode_batch(&records, &options)
         .map_err(|error| LogError::InvalidBatch(format!("cannot recompress batch: {error}")))
+}
+
+#[cfg(test)]
+mod ticket_tests {
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn part(result: Result<AppendAck, LogError>) -> TicketPart {
+        let (sender, receiver) = oneshot::channel();
+        sender.send(result).unwrap();
+        TicketPart::Local(receiver)
+    }
+
+    fn landed() -> AppendAck {
+        AppendAck {
+            base_offset: 0,
+            last_offset: 0,
+            record_count: 1,
+        }
+    }
+
+    fn refused() -> Result<AppendAck, LogError> {
+        Err(LogError::NotLeader {
+            topic: "t".into(),
+            partition: 1,
+            leader: Some("other".into()),
+        })
+    }
+
+    /// Found in review: a request whose first partition committed and whose second was
+    /// refused answered with the refusal, which a client retries into a duplicate.
+    #[tokio::test]
+    async fn a_request_partly_written_is_outcome_unknown_never_a_clean_refusal() {
+        let ticket = ProduceTicket {
+            parts: vec![(0, part(Ok(landed()))), (1, part(refused()))],
+        };
+        let error = ticket.wait().await.unwrap_err();
+        assert!(matches!(error, LogError::OutcomeUnknown(_)), "{error}");
+        // Refused everywhere: a clean refusal, safe to retry.
+        let ticket = ProduceTicket {
+            parts: vec![(0, part(refused())), (1, part(refused()))],
+        };
+        let error = ticket.wait().await.unwrap_err();
+        assert!(matches!(error, LogError::NotLeader { .. }), "{error}");
+        let ticket = ProduceTicket {
+            parts: vec![(0, part(Ok(landed()))), (1, part(Ok(landed())))],
+        };
+        assert_eq!(ticket.wait().await.unwrap().len(), 2);
+    }
 }

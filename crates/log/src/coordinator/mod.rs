@@ -84,9 +84,13 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// The agent that coordinates `group` in this agent's view.
     fn coordinator_of(&self, group: &str) -> Option<String> {
-        let agents = self.view.agents();
-        rendezvous::group_owner(agents.iter().map(|a| a.agent_id.as_str()), group)
-            .map(str::to_owned)
+        let mut agents: Vec<String> = self.view.agents().into_iter().map(|a| a.agent_id).collect();
+        // This agent serves, whether or not its view shows its own registration yet (right
+        // after start it may not), as partition ownership counts it too.
+        if !agents.contains(&self.agent_id) {
+            agents.push(self.agent_id.clone());
+        }
+        rendezvous::group_owner(agents.iter().map(String::as_str), group).map(str::to_owned)
     }
 
     pub(crate) fn coordinates(&self, group: &str) -> bool {
