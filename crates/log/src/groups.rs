@@ -75,12 +75,11 @@ impl Log {
             }
         }
         let fence_revision = self.commit_fence(group, member).await?;
-        let fence = fence_revision;
         let state_key = self.inner.keys.group_state(group);
-        let fence = if fence == 0 {
+        let fence = if fence_revision == 0 {
             Compare::absent(state_key)
         } else {
-            Compare::mod_revision(state_key, fence)
+            Compare::mod_revision(state_key, fence_revision)
         };
         let fenced = || match member {
             Some(_) => LogError::RebalanceInProgress {
