@@ -20,6 +20,10 @@
 #   QUICK=1                only the headline benches (PUT ceiling, produce, consume)
 #   CACHE_SIZE=2GiB        the agent's --cache-size (0: memory-only cache, no disk writes)
 #   AGENT_ARGS="..."       extra flags for `shale agent`
+#   PIN=1                  the S3 server on CPU 1, everything else (etcd, agent, load generator)
+#                          on CPU 0: the store's ceiling no longer depends on how much CPU the
+#                          agent leaves it, so "vs raw PUT" says whether the agent keeps the
+#                          store busy (on 2 shared cores it mostly says who gets the CPU)
 #   STORE_OPTIONS=k=v&...  extra object-store URL options for the agent and the PUT ceiling
 #                          (e.g. unsigned_payload=true: moto listens on plain http, where
 #                          bodies are SHA-256-hashed for signing by default)
@@ -40,6 +44,8 @@ shale="$target/release/shale"
 agent_bin="${SHALE_AGENT_BIN:-$shale}"
 encodings="${ENCODINGS:-client agent}"
 
+store_cpu=(); rest_cpu=()
+if [ -n "${PIN:-}" ]; then store_cpu=(taskset -c 1); rest_cpu=(taskset -c 0); fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work="$(mktemp -d /dev/shm/shale-bench.XXXX 2>/dev/null || mktemp -d)"
 pids=()
@@ -50,13 +56,13 @@ results="$work/results.jsonl"
 : >"$results"
 
 etcd_port=$(free_port); peer_port=$(free_port)
-etcd --name bench --data-dir "$work/etcd" \
+"${rest_cpu[@]}" etcd --name bench --data-dir "$work/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "bench=http://127.0.0.1:$peer_port" --log-level warn >"$work/etcd.log" 2>&1 &
 pids+=($!)
 s3_port=$(free_port)
-.venv/bin/moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+"${store_cpu[@]}" .venv/bin/moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
 pids+=($!)
 until curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null; do sleep 0.1; done
 until curl -s -o /dev/null "http://127.0.0.1:$s3_port/moto-api/"; do sleep 0.1; done
@@ -68,7 +74,7 @@ create_bucket=()
 "$agent_bin" agent --help 2>/dev/null | grep -q -- --create-bucket && create_bucket=(--create-bucket)
 
 start_agent() {
-    "$agent_bin" agent --metadata "etcd://127.0.0.1:$etcd_port" --object-store "$(store cluster)" "${create_bucket[@]}" \
+    "${rest_cpu[@]}" "$agent_bin" agent --metadata "etcd://127.0.0.1:$etcd_port" --object-store "$(store cluster)" "${create_bucket[@]}" \
         --cache-dir "$work/cache" --cache-size "${CACHE_SIZE:-2GiB}" --agent-id bench \
         --grpc-addr "127.0.0.1:$grpc_port" --http-addr "127.0.0.1:$http_port" ${AGENT_ARGS:-} >>"$work/agent.log" 2>&1 &
     agent_pid=$!
@@ -88,7 +94,7 @@ bench() {
     local label="$1"; shift
     local before after
     before=$(agent_cpu)
-    "$shale" bench "$@" --json >"$work/one.json"
+    "${rest_cpu[@]}" "$shale" bench "$@" --json >"$work/one.json"
     after=$(agent_cpu)
     python3 - "$label" "$before" "$after" "$work/one.json" <<'EOF' | tee -a "$results"
 import json, sys
