@@ -1,7 +1,9 @@
 //! Three `shale agent` processes over one etcd and one moto, under continuous produce from
 //! idempotent producers and tailing reads, while a random agent is killed with SIGKILL again
 //! and again (and restarted, at once or after its lease ran out) or frozen with SIGSTOP past
-//! its lease and woken; and while every agent is restarted in turn with SIGTERM. Then every
+//! its lease and woken; while every agent is restarted in turn with SIGTERM; and while etcd
+//! is paused, for less than the agents' lease TTL (no partition may move) and for more (each
+//! partition is claimed once again, by its previous leader). Then every
 //! partition is read back and checked:
 //!
 //! - offsets are dense from 0 to the high watermark;
@@ -124,12 +126,7 @@ impl Cluster {
 
     /// Sends `signal` (`STOP`, `CONT`) to a node's process.
     fn signal(&self, index: usize, signal: &str) {
-        let pid = self.nodes[index].process.as_ref().unwrap().pid();
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.nodes[index].process.as_ref().unwrap().pid(), signal);
     }
 
     fn kill9(&mut self, index: usize) {
@@ -415,7 +412,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_readers_see_no_gap() {
             // Frozen past its lease: its partitions move on; when it wakes it must commit
             // nothing more (its fence is gone) and rejoin.
             cluster.signal(victim, "STOP");
-            tokio::time::sleep(Duration::from_millis(3500)).await;
+            tokio::time::sleep(Duration::from_millis(700)).await;
             cluster.signal(victim, "CONT");
             eprintln!(
                 "cycle {cycle}: froze {} past its lease",
@@ -563,6 +560,98 @@ async fn etcd_restarted_under_load_loses_nothing_and_readers_see_no_gap() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let longest = load.finish_and_check(&cluster).await;
     eprintln!("etcd restarts; longest wait for one ack, per partition: {longest:?}");
+}
+
+/// Each partition's leader and leader epoch, as the cluster describes them, once all
+/// [`AGENTS`] are registered, every partition is led, and two looks a second apart agree.
+async fn settled_leaders(client: &Client) -> BTreeMap<u32, (String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = BTreeMap::new();
+    loop {
+        let cluster = client.describe_cluster().await.unwrap();
+        let leaders: BTreeMap<u32, (String, u64)> = cluster
+            .topics
+            .iter()
+            .filter(|topic| topic.topic.name == TOPIC)
+            .flat_map(|topic| &topic.partitions)
+            .filter_map(|p| Some((p.partition, (p.leader.clone()?, p.leader_epoch))))
+            .collect();
+        let settled = cluster.agents.len() == AGENTS && leaders.len() == PARTITIONS as usize;
+        if settled && leaders == last {
+            return leaders;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not settle: {} agents, leaders {leaders:?}",
+            cluster.agents.len()
+        );
+        last = leaders;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_pauses_shorter_than_the_lease_move_no_partition() {
+    let cluster = Cluster::start();
+    let load = Load::start(&cluster).await;
+    let client = load.clients.any(&cluster.addrs, 0).await.unwrap();
+    let before = settled_leaders(&client).await;
+    for round in 0..3 {
+        // A hiccup: etcd answers nothing (keep-alives, commits and watches all hang) for a
+        // third of the lease TTL, so every lease outlives it.
+        send_signal(cluster.etcd.pid(), "STOP");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        send_signal(cluster.etcd.pid(), "CONT");
+        eprintln!("round {round}: etcd paused for 700 ms");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    // Neither moved nor re-claimed by its own leader (which would bump its epoch): a pause
+    // past the TTL (3.5 s) fails this with every epoch bumped, since every lease ends.
+    let after = settled_leaders(&client).await;
+    assert_eq!(
+        before,
+        after,
+        "partitions moved or were re-claimed across etcd pauses shorter than the lease\nagent logs:\n{}",
+        cluster.logs()
+    );
+    load.finish_and_check(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_pause_past_the_lease_moves_each_partition_at_most_once() {
+    let cluster = Cluster::start();
+    let load = Load::start(&cluster).await;
+    let client = load.clients.any(&cluster.addrs, 0).await.unwrap();
+    let before = settled_leaders(&client).await;
+    // Every agent's lease ends at once. Whichever agent registers again first must not take
+    // every partition only to hand most of them on as the others return: each partition is
+    // claimed once, by the agent that led it before.
+    send_signal(cluster.etcd.pid(), "STOP");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    send_signal(cluster.etcd.pid(), "CONT");
+    eprintln!("etcd paused for 3.5 s, past the 2 s lease");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = settled_leaders(&client).await;
+    let expected: BTreeMap<u32, (String, u64)> = before
+        .iter()
+        .map(|(partition, (leader, epoch))| (*partition, (leader.clone(), epoch + 1)))
+        .collect();
+    assert_eq!(
+        after,
+        expected,
+        "after every lease ended, partitions were not claimed exactly once by their previous leaders (before: {before:?})\nagent logs:\n{}",
+        cluster.logs()
+    );
+    load.finish_and_check(&cluster).await;
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process this test started.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

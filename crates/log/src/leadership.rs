@@ -7,7 +7,7 @@
 //! leader key's mod revision with it, so a deposed leader (lease expired, partition claimed by
 //! someone else, or re-claimed after an unknown commit outcome) can never commit again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +78,11 @@ pub(crate) async fn run_leadership(
     shutdown: CancellationToken,
 ) {
     let mut registered = Some(first_lease);
+    // When each agent was last in the view, and when this agent last lost its lease: after a
+    // loss it claims nothing until the agents it saw just before are registered again (see
+    // `agents_to_await`).
+    let mut last_seen: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut lost_at: Option<tokio::time::Instant> = None;
     loop {
         let attempt = match registered.take() {
             Some(lease) => Ok(lease),
@@ -108,25 +113,58 @@ pub(crate) async fn run_leadership(
         let mut leader_changes = deps.view.leader_changes();
         let mut tick = tokio::time::interval(deps.lease_ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut awaited = lost_at
+            .take()
+            .map(|lost| agents_to_await(&deps, &last_seen, lost))
+            .unwrap_or_default();
+        let await_deadline = tokio::time::Instant::now() + deps.lease_ttl;
+        if !awaited.is_empty() {
+            info!(agents = ?awaited, "registered again after a lease loss; waiting (at most one lease TTL) for the agents seen before it to register again before claiming");
+        }
         loop {
+            if !awaited.is_empty() {
+                let present: HashSet<String> =
+                    deps.view.agents().into_iter().map(|a| a.agent_id).collect();
+                awaited.retain(|id| !present.contains(id));
+                if awaited.is_empty() {
+                    info!("the agents seen before the lease loss are registered again; claiming");
+                    reconcile(&deps, lease).await;
+                }
+            }
+            let waiting = !awaited.is_empty();
             tokio::select! {
                 () = shutdown.cancelled() => {
                     keeper.abort();
                     return;
                 }
                 () = lease_lost.cancelled() => break,
+                () = tokio::time::sleep_until(await_deadline), if waiting => {
+                    warn!(agents = ?awaited, "agents seen before the lease loss did not register again within the lease TTL; claiming without them");
+                    awaited.clear();
+                    reconcile(&deps, lease).await;
+                }
                 changed = membership.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    reconcile(&deps, lease).await;
+                    note_agents(&deps, &mut last_seen);
+                    if !waiting {
+                        reconcile(&deps, lease).await;
+                    }
                 }
-                _ = tick.tick() => reconcile(&deps, lease).await,
+                _ = tick.tick() => {
+                    note_agents(&deps, &mut last_seen);
+                    if !waiting {
+                        reconcile(&deps, lease).await;
+                    }
+                }
                 changed = leader_changes.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    claim_vacated(&deps, lease).await;
+                    if !waiting {
+                        claim_vacated(&deps, lease).await;
+                    }
                 }
                 Some(key) = resync.recv() => {
                     let mut keys = vec![key];
@@ -144,6 +182,7 @@ pub(crate) async fn run_leadership(
             }
         }
         keeper.abort();
+        lost_at = Some(tokio::time::Instant::now());
         // Not ready until registered again.
         lease_tx.send_replace(0);
         warn!(agent_id = %deps.agent_id, lease, "agent lease lost; giving up every partition");
@@ -152,6 +191,36 @@ pub(crate) async fn run_leadership(
             "this agent lost its metadata lease; the partition moves to a live agent".to_owned(),
         ));
     }
+}
+
+/// Records that the agents now in the view were seen now, and forgets agents not seen for
+/// two lease TTLs.
+fn note_agents(deps: &LeadershipDeps, last_seen: &mut HashMap<String, tokio::time::Instant>) {
+    let now = tokio::time::Instant::now();
+    for agent in deps.view.agents() {
+        last_seen.insert(agent.agent_id, now);
+    }
+    last_seen.retain(|_, seen| now.duration_since(*seen) <= deps.lease_ttl * 2);
+}
+
+/// The other agents to wait for after this agent lost its lease at `lost` and registered
+/// again: those in the view within one lease TTL of the loss. When etcd stalls past the TTL
+/// every lease ends together; the first agent to register again would otherwise claim every
+/// partition and hand most of them on moments later, as the others return (each partition
+/// moving twice). An agent that lost its lease alone finds the others still registered and
+/// waits for nothing; one that died meanwhile is waited for at most one lease TTL.
+fn agents_to_await(
+    deps: &LeadershipDeps,
+    last_seen: &HashMap<String, tokio::time::Instant>,
+    lost: tokio::time::Instant,
+) -> HashSet<String> {
+    last_seen
+        .iter()
+        .filter(|(id, seen)| {
+            **id != deps.agent_id && lost.saturating_duration_since(**seen) <= deps.lease_ttl
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// Registers the agent at start-up: waits while another registration of the same id may
