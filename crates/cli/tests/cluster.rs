@@ -412,7 +412,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_readers_see_no_gap() {
             // Frozen past its lease: its partitions move on; when it wakes it must commit
             // nothing more (its fence is gone) and rejoin.
             cluster.signal(victim, "STOP");
-            tokio::time::sleep(Duration::from_millis(700)).await;
+            tokio::time::sleep(Duration::from_millis(3500)).await;
             cluster.signal(victim, "CONT");
             eprintln!(
                 "cycle {cycle}: froze {} past its lease",

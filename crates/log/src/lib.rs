@@ -419,7 +419,8 @@ impl Log {
     }
 
     /// Whether the engine is registered in the metadata store under a live lease and its
-    /// view follows the store (readiness). Partitions are claimed moments later; produces
+    /// view follows the store (readiness). Partitions are claimed moments later (after a
+    /// lease loss, up to one lease TTL later: see `leadership::agents_to_await`); produces
     /// wait for that.
     pub fn is_ready(&self) -> bool {
         *self.inner.lease.borrow() != 0 && self.inner.view.is_connected()
