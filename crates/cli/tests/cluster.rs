@@ -599,9 +599,7 @@ async fn etcd_pauses_shorter_than_the_lease_move_no_partition() {
     for round in 0..3 {
         // A hiccup: etcd answers nothing (keep-alives, commits and watches all hang) for a
         // third of the lease TTL, so every lease outlives it.
-        send_signal(cluster.etcd.pid(), "STOP");
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        send_signal(cluster.etcd.pid(), "CONT");
+        pause_etcd(&cluster, Duration::from_millis(700)).await;
         eprintln!("round {round}: etcd paused for 700 ms");
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
@@ -626,9 +624,7 @@ async fn an_etcd_pause_past_the_lease_moves_each_partition_at_most_once() {
     // Every agent's lease ends at once. Whichever agent registers again first must not take
     // every partition only to hand most of them on as the others return: each partition is
     // claimed once, by the agent that led it before.
-    send_signal(cluster.etcd.pid(), "STOP");
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    send_signal(cluster.etcd.pid(), "CONT");
+    pause_etcd(&cluster, Duration::from_millis(3500)).await;
     eprintln!("etcd paused for 3.5 s, past the 2 s lease");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = settled_leaders(&client).await;
@@ -643,6 +639,13 @@ async fn an_etcd_pause_past_the_lease_moves_each_partition_at_most_once() {
         cluster.logs()
     );
     load.finish_and_check(&cluster).await;
+}
+
+/// Freezes etcd (SIGSTOP) for `how_long`, then wakes it.
+async fn pause_etcd(cluster: &Cluster, how_long: Duration) {
+    send_signal(cluster.etcd.pid(), "STOP");
+    tokio::time::sleep(how_long).await;
+    send_signal(cluster.etcd.pid(), "CONT");
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a process this test started.
